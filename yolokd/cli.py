@@ -1,0 +1,290 @@
+"""The ``yolokd`` command line, Ultralytics-style: ``yolokd COMMAND [CFG.yaml] [key=value ...]``.
+
+Heavy imports (torch, ultralytics, the trainer) happen inside the commands, so ``yolokd --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import re
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+CONFIG_HELP = """\
+Experiment config (YAML): any Ultralytics train argument plus three yolokd keys:
+  model: yolov8n.yaml        # student, YAML or .pt (Ultralytics key)
+  data: coco.yaml            # Ultralytics key, like epochs, imgsz, batch, seed, close_mosaic, project, name...
+  teacher: yolov8s.pt        # trained checkpoint (.pt); required when distill is non-empty
+  distill:                   # the methods: loss name + its parameters (see `yolokd methods`)
+    - loss: bckd
+      cls_weight: 1.0
+      loc_weight: 4.0
+  schedule:                  # optional KD weight schedule
+    warmup_epochs: 0         # KD weight ramps linearly 0 -> 1 over this many epochs
+    off_last_epochs: 0       # KD off for the last N epochs, or "close_mosaic" to follow close_mosaic
+Unknown keys are errors with a "did you mean". Ultralytics' own distill_model/dis are not used: put the
+checkpoint in teacher: and the methods in distill:.
+"""
+
+OVERRIDES_HELP = """\
+Overrides: key=value after the config, values read as YAML (3 is an int, false a bool, a/b a string):
+  epochs=3 name=exp1            top-level keys
+  distill.0.cls_weight=2        nested keys: a dotted path; numbers index lists
+  distill.1.loss=bckd           an index equal to the list length appends an entry
+  schedule.warmup_epochs=1
+  --epochs 3  or  --epochs=3    same as epochs=3
+"""
+
+RESUME_HELP = """\
+Resume:
+  yolokd train resume=runs/detect/train/weights/last.pt   continue that run with the experiment saved beside it
+  yolokd train CFG.yaml resume=True                        continue the newest last.pt under the current folder
+"""
+
+COMMAND_SUMMARIES = {
+    "train": "train a student with a teacher and distillation losses",
+    "val": "validate a trained model (Ultralytics val)",
+    "check": "validate an experiment config and print it resolved",
+    "methods": "list the distillation methods, their parameters and defaults",
+    "data": "write the synthetic detection set and print its data.yaml",
+    "demo": "small end-to-end teacher -> student run on the synthetic set",
+}
+
+TOP_HELP = f"""\
+yolokd: train Ultralytics YOLO students with a frozen teacher and knowledge-distillation (KD) losses.
+
+Usage:
+  yolokd COMMAND [CFG.yaml] [key=value ...]
+  yolokd COMMAND --help
+
+Commands:
+{chr(10).join(f"  {name:<9}{summary}" for name, summary in COMMAND_SUMMARIES.items())}
+
+Examples:
+  yolokd train cfg/bckd_yolov8n.yaml epochs=100 distill.0.cls_weight=2
+  yolokd check cfg/bckd_yolov8n.yaml
+  yolokd val model=runs/detect/train/weights/best.pt data=coco.yaml
+
+{CONFIG_HELP}
+{OVERRIDES_HELP}
+{RESUME_HELP}"""
+
+COMMAND_HELP = {
+    "train": f"Usage: yolokd train CFG.yaml [key=value ...]\n       yolokd train resume=path/to/last.pt\n\n"
+    f"Train the student of CFG.yaml with its teacher and distill methods; prints the run directory.\n\n"
+    f"{CONFIG_HELP}\n{OVERRIDES_HELP}\n{RESUME_HELP}",
+    "val": "Usage: yolokd val model=best.pt data=data.yaml [key=value ...]\n\n"
+    "Validate a trained model with Ultralytics (any val argument: imgsz, batch, conf, iou, split, device...)\n"
+    "and print its metrics.\n",
+    "check": f"Usage: yolokd check CFG.yaml [key=value ...]\n\n"
+    f"Validate an experiment config with its overrides and print the resolved experiment as YAML, every\n"
+    f"method parameter spelled out (what `yolokd train` would run).\n\n{CONFIG_HELP}\n{OVERRIDES_HELP}",
+    "methods": "Usage: yolokd methods\n\nList every distillation method (the `loss:` names of distill entries) with "
+    "each parameter,\nits default and what it does.\n",
+    "data": "Usage: yolokd data root=DIR [num_train=400 num_val=100 imgsz=128 seed=0 overwrite=false]\n\n"
+    "Write the synthetic detection set under DIR (cached: nothing is rewritten for the same parameters) and\n"
+    "print the path of its data.yaml.\n",
+    "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set (teacher, then a "
+    "distilled student); key=value are\nthe keyword arguments of yolokd.demo.run_demo.\n",
+}
+
+HELP_FLAGS = ("-h", "--help")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``yolokd COMMAND ...``; returns the exit code (2 for usage and config errors)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in (*HELP_FLAGS, "help"):
+        topic = args[1] if len(args) > 1 and args[0] == "help" else None
+        print(COMMAND_HELP.get(topic, TOP_HELP))
+        return 0
+    command, rest = args[0], args[1:]
+    if command not in COMMANDS:
+        matches = difflib.get_close_matches(command, list(COMMANDS), n=1)
+        suggestion = f"; did you mean '{matches[0]}'?" if matches else ""
+        return _fail(f"unknown command '{command}'{suggestion} Commands: {', '.join(COMMANDS)} (yolokd --help)")
+    if any(arg in HELP_FLAGS for arg in rest):
+        print(COMMAND_HELP[command])
+        return 0
+    try:
+        from yolokd.config import parse_overrides
+
+        words = normalize_args(rest)
+        positionals = [word for word in words if "=" not in word]
+        overrides = parse_overrides([word for word in words if "=" in word])
+        COMMANDS[command](positionals, overrides)
+    except (ValueError, FileNotFoundError) as error:  # ConfigError is a ValueError
+        return _fail(str(error))
+    return 0
+
+
+def normalize_args(args: Sequence[str]) -> list[str]:
+    """``--key value`` and ``--key=value`` -> ``key=value`` (dashes in the key become underscores)."""
+    words, index = [], 0
+    while index < len(args):
+        arg = args[index]
+        if arg.startswith("--") and len(arg) > 2:
+            key, has_equals, value = arg[2:].partition("=")
+            if not has_equals:
+                next_arg = args[index + 1] if index + 1 < len(args) else None
+                if next_arg is None or next_arg.startswith("--") or "=" in next_arg:
+                    value = "true"  # a bare flag: --amp
+                else:
+                    value, index = next_arg, index + 1
+            arg = f"{key.replace('-', '_')}={value}"
+        words.append(arg)
+        index += 1
+    return words
+
+
+def _fail(message: str) -> int:
+    print(f"yolokd: error: {message}", file=sys.stderr)
+    return 2
+
+
+def _no_positionals(command: str, positionals: list[str], usage: str) -> None:
+    if positionals:
+        raise ValueError(f"'{command}' takes key=value arguments only, got {positionals}; usage: {usage}")
+
+
+def _check_keywords(function: Callable[..., Any], kwargs: dict[str, Any], command: str) -> None:
+    """Raise a ValueError with a suggestion for a key the command's function does not accept."""
+    parameters = inspect.signature(function).parameters
+    if any(parameter.kind is inspect.Parameter.VAR_KEYWORD for parameter in parameters.values()):
+        return
+    for key in kwargs:
+        if key not in parameters:
+            matches = difflib.get_close_matches(key, list(parameters), n=1)
+            suggestion = f" (did you mean '{matches[0]}'?)" if matches else ""
+            raise ValueError(f"{key}: unknown argument of '{command}'{suggestion}. Valid: {', '.join(parameters)}")
+
+
+def _train(positionals: list[str], overrides: dict[str, Any]) -> None:
+    from yolokd.config import load_experiment
+
+    if len(positionals) > 1:
+        raise ValueError(f"'train' takes one config file, got {positionals}")
+    resume = overrides.pop("resume", None)
+    if resume is not None and not isinstance(resume, (str, bool)):
+        raise ValueError(f"resume: expected a path to last.pt or true/false, got {resume!r}")
+    if positionals:
+        experiment = load_experiment(positionals[0], overrides)
+    elif not isinstance(resume, str):
+        raise ValueError(
+            "'train' needs an experiment config: yolokd train CFG.yaml [key=value ...] "
+            "(or resume=path/to/last.pt to continue a run)"
+        )
+    elif overrides:
+        raise ValueError(
+            f"resume={resume} continues the run with the experiment saved beside it; it takes no "
+            f"other key=value (got {', '.join(overrides)})"
+        )
+    else:
+        experiment = None
+    from yolokd.engine.trainer import train_experiment
+
+    run_dir = train_experiment(experiment, resume=resume or None)
+    print(f"yolokd: run saved to {run_dir}")
+
+
+def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
+    _no_positionals("val", positionals, "yolokd val model=best.pt data=data.yaml")
+    model = overrides.pop("model", None)
+    if not model:
+        raise ValueError("model: 'val' needs model=path/to/best.pt")
+    if "/" in str(model) and not Path(model).exists():  # a bare name like yolov8n.pt is Ultralytics' to download
+        raise FileNotFoundError(f"model: {model} not found")
+    from ultralytics import YOLO
+
+    metrics = YOLO(model).val(**overrides)
+    for key, value in metrics.results_dict.items():
+        print(f"{key:<24}{value:.4f}")
+
+
+def _demo(positionals: list[str], overrides: dict[str, Any]) -> None:
+    _no_positionals("demo", positionals, "yolokd demo [key=value ...]")
+    from yolokd.demo import run_demo
+
+    _check_keywords(run_demo, overrides, "demo")
+    result = run_demo(**overrides)
+    if result is not None:
+        print(result)
+
+
+def _data(positionals: list[str], overrides: dict[str, Any]) -> None:
+    _no_positionals("data", positionals, "yolokd data root=DIR [num_train=... num_val=... imgsz=... seed=...]")
+    if "root" not in overrides:
+        raise ValueError("root: 'data' needs root=DIR, the folder to write the synthetic set to")
+    from yolokd.data.synthetic import make_synthetic_dataset
+
+    _check_keywords(make_synthetic_dataset, overrides, "data")
+    print(make_synthetic_dataset(**overrides))
+
+
+def _check(positionals: list[str], overrides: dict[str, Any]) -> None:
+    import yaml
+
+    from yolokd.config import load_experiment
+
+    if len(positionals) != 1:
+        raise ValueError(f"'check' takes one config file: yolokd check CFG.yaml [key=value ...], got {positionals}")
+    experiment = load_experiment(positionals[0], overrides)
+    print(f"# {experiment.source}: valid")
+    print(yaml.safe_dump(experiment.to_dict(), sort_keys=False, allow_unicode=True), end="")
+
+
+def _methods(positionals: list[str], overrides: dict[str, Any]) -> None:
+    if positionals or overrides:
+        raise ValueError("'methods' takes no arguments; usage: yolokd methods")
+    from yolokd.losses import LOSSES
+
+    for name, loss_cls in LOSSES.items():
+        module_doc = sys.modules[loss_cls.__module__].__doc__ or loss_cls.__doc__ or ""
+        print(f"{name}: {module_doc.strip().splitlines()[0] if module_doc.strip() else ''}")
+        descriptions = attribute_docs(loss_cls.Params)
+        rows = [("parameter", "type", "default", "description")]
+        for field in fields(loss_cls.Params):
+            default = field.default if field.default is not MISSING else field.default_factory()  # type: ignore[misc]
+            field_type = field.type if isinstance(field.type, str) else getattr(field.type, "__name__", field.type)
+            rows.append((field.name, str(field_type), str(default), descriptions.get(field.name, "")))
+        widths = [max(len(row[column]) for row in rows) for column in range(3)]
+        for row in rows:
+            columns = [cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)]
+            print("  " + "  ".join([*columns, row[3]]))
+        print()
+
+
+def attribute_docs(cls: type) -> dict[str, str]:
+    """First sentence of each entry in the ``Attributes:`` sections of `cls` and its bases' docstrings."""
+    descriptions: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        lines = inspect.cleandoc(klass.__dict__.get("__doc__") or "").splitlines()
+        start = next((index + 1 for index, line in enumerate(lines) if line.strip() == "Attributes:"), len(lines))
+        current = None
+        for line in lines[start:]:
+            if not line.strip() or not line.startswith(" "):
+                break  # a blank line or the next section ends the Attributes section
+            entry = re.match(r"^ {1,4}(\w+)(?: \(.*?\))?:\s*(.*)$", line)
+            if entry:
+                current = entry.group(1)
+                descriptions[current] = entry.group(2)
+            elif current:
+                descriptions[current] += " " + line.strip()
+    return {key: re.split(r"(?<=\.)\s", text, maxsplit=1)[0] for key, text in descriptions.items()}
+
+
+COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
+    "train": _train,
+    "val": _val,
+    "check": _check,
+    "methods": _methods,
+    "data": _data,
+    "demo": _demo,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Training with a teacher: views, targets, the distillation criterion and the trainer."""

@@ -1,0 +1,113 @@
+"""The teacher and the configured distillation losses: everything a run adds to plain Ultralytics training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from ultralytics.nn.tasks import load_checkpoint
+
+from yolokd.config import LossEntry
+from yolokd.engine.views import Targets, View
+from yolokd.heads.detect import DetectHeadAdapter, StageRecorder, check_head_pair
+from yolokd.losses import LOSSES
+
+
+def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
+    """Load a trained Ultralytics checkpoint as a frozen teacher (eval mode, no grad), with errors that name the fix."""
+    path = Path(path)
+    if path.suffix != ".pt":
+        raise ValueError(f"teacher must be a trained checkpoint (.pt), got '{path}': a model YAML has random weights")
+    if not path.is_file():
+        raise FileNotFoundError(f"teacher checkpoint not found: '{path}'. Set 'teacher:' to a trained .pt file")
+    try:
+        teacher, _ = load_checkpoint(path, device=device)
+    except Exception as error:  # torch/pickle raise many types for a damaged file; re-raise one clear error
+        raise RuntimeError(
+            f"teacher checkpoint '{path}' could not be read ({type(error).__name__}: {error}). The file is corrupt, "
+            "truncated or not an Ultralytics checkpoint; re-export or re-download it"
+        ) from error
+    teacher.eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def check_teacher_classes(teacher_names: dict[int, str], data_names: dict[int, str]) -> None:
+    """Raise when the teacher was trained on another class list than the student's dataset."""
+    teacher_list, data_list = (
+        [teacher_names[i] for i in sorted(teacher_names)],
+        [data_names[i] for i in sorted(data_names)],
+    )
+    if teacher_list != data_list:
+        raise ValueError(
+            f"the teacher was trained on other classes than the dataset: teacher {len(teacher_list)} classes "
+            f"{teacher_list[:8]}{'...' if len(teacher_list) > 8 else ''}, data {len(data_list)} classes "
+            f"{data_list[:8]}{'...' if len(data_list) > 8 else ''}. Distil from a teacher trained on this dataset"
+        )
+
+
+class Distiller:
+    """Frozen teacher + loss modules. Called once per step with the student's views; returns weighted KD terms.
+
+    The teacher runs in eval mode under ``no_grad``; on CUDA with AMP it is stored in half precision so that
+    autocast does not re-cast its weights every step. KD maths runs in fp32 (losses cast their inputs).
+    """
+
+    def __init__(self, teacher: nn.Module, student: nn.Module, entries: list[LossEntry], device: torch.device) -> None:
+        self.teacher = teacher
+        self.device = device
+        self.teacher_adapter = DetectHeadAdapter(teacher)
+        student_spec = DetectHeadAdapter(student).spec
+        check_head_pair(self.teacher_adapter.spec, student_spec)
+        self.losses = nn.ModuleDict()
+        for entry in entries:
+            loss = LOSSES[entry.name](entry.params, self.teacher_adapter.spec, student_spec)
+            self.losses["_".join(loss.term_names)] = loss
+        self.losses.to(device)
+        self.term_names: tuple[str, ...] = tuple(n for loss in self.losses.values() for n in loss.term_names)
+        self.branches: tuple[str, ...] = tuple(dict.fromkeys(loss.params.branch for loss in self.losses.values()))
+        self.teacher_recorder = self.student_recorder(self.teacher_adapter)
+
+    def stage_request(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(branches, parts) whose stage outputs some loss reads; empty parts when none does."""
+        parts = tuple(dict.fromkeys(p for loss in self.losses.values() for p in loss.stage_parts))
+        branches = tuple(dict.fromkeys(loss.params.branch for loss in self.losses.values() if loss.stage_parts))
+        return branches, parts
+
+    def student_recorder(self, adapter: DetectHeadAdapter) -> StageRecorder | None:
+        """Stage hooks for one model, attached; None when no loss reads stage outputs."""
+        branches, parts = self.stage_request()
+        if not parts:
+            return None
+        recorder = StageRecorder(adapter, branches, parts)
+        recorder.attach()
+        return recorder
+
+    def use_half_teacher(self) -> None:
+        """Store the teacher in fp16 (CUDA + AMP only)."""
+        self.teacher.half()
+
+    @torch.no_grad()
+    def teacher_views(self, images: Tensor) -> dict[str, View]:
+        """Run the teacher once and return its view of each branch the losses need (all tensors detached)."""
+        dtype = next(self.teacher.parameters()).dtype
+        with self.teacher_adapter.raw_outputs():
+            preds = self.teacher(images.to(dtype) if not torch.is_autocast_enabled() else images)
+        raw = self.teacher_adapter.split_branches(preds)
+        recorder = self.teacher_recorder
+        return {
+            b: self.teacher_adapter.build_view(raw[b], recorder.stages(b) if recorder else None) for b in self.branches
+        }
+
+    def __call__(
+        self, student_views: dict[str, View], images: Tensor, targets: dict[str, Targets]
+    ) -> dict[str, Tensor]:
+        teacher_views = self.teacher_views(images)
+        self.losses.train(torch.is_grad_enabled())
+        terms: dict[str, Tensor] = {}
+        with torch.autocast(images.device.type, enabled=False):
+            for loss in self.losses.values():
+                branch = loss.params.branch
+                terms.update(loss(student_views[branch], teacher_views[branch], targets[branch]))
+        return terms

@@ -1,0 +1,217 @@
+"""``DistillationTrainer``: Ultralytics' DetectionTrainer plus a frozen teacher and distillation losses.
+
+The Ultralytics trainer keeps doing what it does well (data, augmentation, optimiser, EMA, AMP, validation,
+callbacks, plots, checkpoints). This subclass adds exactly: the teacher and the loss modules (built once the
+student exists), the student's criterion swap (:class:`~yolokd.engine.criterion.DistillationCriterion`), a KD
+optimiser for trainable KD parts, the KD weight schedule, a NaN guard on KD terms, and the KD state file beside
+``last.pt`` for resume. The student model, its EMA and its checkpoints never hold any of these.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.utils import LOGGER, YAML, colorstr
+from ultralytics.utils.torch_utils import unwrap_model
+
+from yolokd.config import Experiment, load_experiment
+from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
+from yolokd.engine.criterion import DistillationCriterion
+from yolokd.engine.distiller import Distiller, check_teacher_classes, load_teacher
+
+ADAM_FAMILY = {"Adam", "Adamax", "AdamW", "NAdam", "RAdam"}
+
+
+def build_kd_optimizer(modules: nn.Module, name: str, lr: float, momentum: float, decay: float):
+    """Optimiser for trainable KD parts (aligners, ...); its lr and momentum follow the student's each step."""
+    params = [p for p in modules.parameters() if p.requires_grad]
+    if not params:
+        return None
+    groups = [
+        {"params": [p for p in params if p.ndim > 1], "weight_decay": decay},
+        {"params": [p for p in params if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    if name in ADAM_FAMILY:
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999))
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
+
+
+class DistillationTrainer(DetectionTrainer):
+    """Train an Ultralytics detection student with a teacher and the experiment's distillation losses.
+
+    Args:
+        experiment: the validated experiment; None when resuming (it is read back from ``kd_state.pt``).
+        overrides: Ultralytics train arguments (normally ``experiment.train_args``, plus ``resume``).
+    """
+
+    def __init__(self, experiment: Experiment | None = None, overrides: dict[str, Any] | None = None, _callbacks=None):
+        super().__init__(overrides=overrides, _callbacks=_callbacks)
+        if self.ddp:
+            raise NotImplementedError("yolokd does not support multi-GPU (DDP) training yet; pass a single device")
+        self.resume_state: dict[str, Any] | None = None
+        if self.resume:
+            self.resume_state = load_kd_state(kd_state_path(self.args.model))
+            saved = load_experiment(self.resume_state["experiment"])
+            if experiment is not None and experiment.to_dict()["distill"] != saved.to_dict()["distill"]:
+                LOGGER.warning("resume uses the distillation settings saved with the run, not the ones given now")
+            experiment = saved
+        if experiment is None:
+            raise ValueError("DistillationTrainer needs an experiment (or resume=<last.pt> of a yolokd run)")
+        self.experiment = experiment
+        self.distiller: Distiller | None = None
+        self.kd_optimizer: torch.optim.Optimizer | None = None
+        self.batch_in_epoch = 0
+        YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
+        self.add_callback("on_train_epoch_start", DistillationTrainer._start_epoch_schedule)
+        self.add_callback("on_train_batch_start", DistillationTrainer._step_schedule)
+
+    # --- building -------------------------------------------------------------------------------------------
+    def setup_model(self):
+        """Build the student as Ultralytics does, then the teacher and loss modules that depend on it."""
+        ckpt = super().setup_model()
+        if self.experiment.distill:
+            teacher = load_teacher(self.experiment.teacher, self.device)
+            check_teacher_classes(teacher.names, self.data["names"])
+            self.distiller = Distiller(teacher, self.model, self.experiment.distill, self.device)
+            spec = self.distiller.teacher_adapter.spec
+            LOGGER.info(
+                f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.family}), "
+                f"losses {list(self.distiller.losses)}, terms {list(self.distiller.term_names)}"
+            )
+        return ckpt
+
+    def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
+        """The student's optimiser exactly as Ultralytics builds it, plus a separate one for KD parts."""
+        optimizer = super().build_optimizer(model, name, lr, momentum, decay, iterations)
+        if self.distiller is not None:
+            self.kd_optimizer = build_kd_optimizer(self.distiller.losses, self.args.optimizer, lr, momentum, decay)
+        return optimizer
+
+    def _setup_train(self):
+        super()._setup_train()
+        if self.distiller is not None:
+            if self.amp and self.device.type == "cuda":
+                self.distiller.use_half_teacher()
+            self._install_criterion(unwrap_model(self.model))
+
+    def _install_criterion(self, model: nn.Module) -> DistillationCriterion:
+        base = getattr(model, "criterion", None) or model.init_criterion()
+        if isinstance(base, DistillationCriterion):
+            return base
+        model.criterion = DistillationCriterion(base, model, self.distiller)
+        return model.criterion
+
+    @staticmethod
+    def _remove_criterion(model: nn.Module) -> None:
+        """Put the plain Ultralytics criterion back and drop our hooks (before any copy or save of ``model``)."""
+        criterion = getattr(model, "criterion", None)
+        if isinstance(criterion, DistillationCriterion):
+            criterion.release()
+            model.criterion = criterion.base
+
+    # --- schedule and safety ----------------------------------------------------------------------------------
+    def _start_epoch_schedule(self) -> None:
+        self.batch_in_epoch = 0
+
+    def _step_schedule(self) -> None:
+        criterion = getattr(unwrap_model(self.model), "criterion", None)
+        if isinstance(criterion, DistillationCriterion):
+            progress = self.epoch + self.batch_in_epoch / max(len(self.train_loader), 1)
+            criterion.kd_factor = self.experiment.schedule.factor(progress, self.epochs, self.args.close_mosaic)
+        self.batch_in_epoch += 1
+
+    def optimizer_step(self):
+        """Refuse to step on a non-finite KD term, then step the KD optimiser beside the student's."""
+        criterion = getattr(unwrap_model(self.model), "criterion", None)
+        if isinstance(criterion, DistillationCriterion) and criterion.nonfinite.any():  # one sync per optimiser step
+            bad = [n for n, flag in zip(self.distiller.term_names, criterion.nonfinite.tolist(), strict=True) if flag]
+            raise FloatingPointError(
+                f"KD term(s) {bad} became NaN/Inf in epoch {self.epoch + 1}; the optimiser step was not taken, so "
+                f"'{self.last}' still holds the last good epoch. Lower the term's weight or check the teacher, then "
+                f"continue with: yolokd train resume={self.last}"
+            )
+        if self.kd_optimizer is not None:
+            student_group = next(g for g in self.optimizer.param_groups if g.get("param_group") in {"weight", "muon"})
+            for group in self.kd_optimizer.param_groups:
+                group["lr"] = student_group["lr"]
+            self.scaler.unscale_(self.kd_optimizer)
+            nn.utils.clip_grad_norm_(self.distiller.losses.parameters(), max_norm=10.0)
+            self.scaler.step(self.kd_optimizer)
+            self.kd_optimizer.zero_grad()
+        super().optimizer_step()
+
+    def _handle_nan_recovery(self, epoch):
+        model = unwrap_model(self.model)
+        self._remove_criterion(model)  # recovery deep-copies the model into a new EMA
+        try:
+            return super()._handle_nan_recovery(epoch)
+        finally:
+            if self.distiller is not None:
+                self._install_criterion(model)
+
+    # --- logging, validation, saving, resume ---------------------------------------------------------------
+    def label_loss_items(self, loss_items=None, prefix="train"):
+        """Loss columns for ``results.csv``; unlike Ultralytics, no rounding to 5 decimals (KD terms can be small)."""
+        if loss_items is None:
+            return super().label_loss_items(None, prefix)
+        return {f"{prefix}/{name}": float(value) for name, value in loss_items.items()}
+
+    def validate(self):
+        """Validate the EMA student; its KD terms (full weight, no schedule) go to the ``val/`` columns."""
+        if self.distiller is None:
+            return super().validate()
+        ema = self.ema.ema
+        self._install_criterion(ema)
+        try:
+            metrics, fitness = super().validate()
+        finally:
+            self._remove_criterion(ema)
+        if metrics is not None:  # Ultralytics rounds val metrics to 5 decimals: keep the loss columns exact
+            batches = max(len(self.validator.dataloader), 1)
+            metrics.update({f"val/{name}": float(total) / batches for name, total in self.validator.loss.items()})
+        return metrics, fitness
+
+    def save_model(self):
+        """Ultralytics' student checkpoints, then the KD state beside ``last.pt``."""
+        saved = super().save_model()
+        if saved and self.distiller is not None:
+            save_kd_state(
+                kd_state_path(self.last),
+                epoch=self.epoch,
+                experiment=self.experiment.to_dict(),
+                losses=self.distiller.losses.state_dict(),
+                optimizer=self.kd_optimizer.state_dict() if self.kd_optimizer is not None else None,
+            )
+        return saved
+
+    def resume_training(self, ckpt):
+        """Resume the student as Ultralytics does, then the KD modules and optimiser from the same epoch."""
+        super().resume_training(ckpt)
+        if ckpt is None or not self.resume or self.distiller is None:
+            return
+        state = self.resume_state
+        if state["epoch"] != ckpt.get("epoch"):
+            raise RuntimeError(
+                f"KD state is from epoch {state['epoch'] + 1} but '{self.args.model}' is from epoch "
+                f"{ckpt.get('epoch', -1) + 1}; the run folder was modified. Resume from a matching pair"
+            )
+        self.distiller.losses.load_state_dict(state["losses"])
+        if self.kd_optimizer is not None and state["optimizer"] is not None:
+            self.kd_optimizer.load_state_dict(state["optimizer"])
+        LOGGER.info(
+            f"{colorstr('yolokd:')} resumed KD modules {list(self.distiller.losses)} from epoch {state['epoch'] + 1}"
+        )
+
+
+def train_experiment(experiment: Experiment | None, resume: str | bool | None = None) -> Path:
+    """Train one experiment (or resume one from its ``last.pt``) and return the run directory."""
+    overrides = dict(experiment.train_args) if experiment is not None else {}
+    if resume:
+        overrides["resume"] = str(resume) if not isinstance(resume, bool) else True
+    trainer = DistillationTrainer(experiment, overrides=overrides)
+    trainer.train()
+    return trainer.save_dir

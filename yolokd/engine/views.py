@@ -1,0 +1,85 @@
+"""What one forward pass recorded for one model (a View) and the student's label assignment (Targets).
+
+Shape alphabet (used everywhere in yolokd): B batch, L levels, A anchors over all levels, C classes,
+R reg_max (DFL bins per side; 1 for direct-regression heads such as YOLO26), M GT boxes per image (padded),
+D channels.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+
+@dataclass
+class View:
+    """Outputs of one dense-head branch of one model for one batch.
+
+    Teacher views are built under ``torch.no_grad()``: every tensor in them is detached.
+
+    Attributes:
+        feats: L tensors (B, D_l, H_l, W_l), the neck outputs that feed the head (Detect inputs).
+        cls_logits: (B, A, C) class logits (pre-sigmoid), levels concatenated P3 -> P5.
+        box_output: (B, A, 4*R) raw box output: DFL bin logits for R > 1, ltrb distances in grid units for R == 1.
+        boxes: (B, A, 4) decoded boxes, xyxy, pixels.
+        anchors: (A, 2) anchor centres, grid units of their own level (cell centre = index + 0.5).
+        strides: (A, 1) stride of each anchor's level, pixels per grid unit.
+        reg_max: R.
+        stages: per branch part (``"box"``, ``"cls"``) a list over stages of L tensors (B, D, H_l, W_l): the
+            outputs of each stage of the head branch, recorded by forward hooks. Empty unless a loss asks for them.
+    """
+
+    feats: list[Tensor]
+    cls_logits: Tensor
+    box_output: Tensor
+    boxes: Tensor
+    anchors: Tensor
+    strides: Tensor
+    reg_max: int
+    stages: dict[str, list[list[Tensor]]] = field(default_factory=dict)
+
+    @property
+    def batch_size(self) -> int:
+        """B."""
+        return self.cls_logits.shape[0]
+
+    @property
+    def level_sizes(self) -> list[int]:
+        """Anchors per level (H_l * W_l), in the order of ``feats``."""
+        return [f.shape[2] * f.shape[3] for f in self.feats]
+
+    def box_distribution(self) -> Tensor:
+        """(B, A, 4, R) DFL bin logits; only defined for R > 1."""
+        if self.reg_max <= 1:
+            raise ValueError("box_distribution() needs a DFL head (reg_max > 1); this head regresses ltrb directly")
+        return self.box_output.view(*self.box_output.shape[:2], 4, self.reg_max)
+
+
+@dataclass
+class Targets:
+    """The student's label assignment for one branch, computed once per step and shared by every loss.
+
+    Attributes:
+        fg_mask: (B, A) bool, anchors the assigner made positive.
+        gt_index: (B, A) long, index into the image's M GT boxes of each anchor's matched GT (valid where fg_mask).
+        target_boxes: (B, A, 4) assigned GT box per anchor, xyxy, pixels (valid where fg_mask).
+        gt_boxes: (B, M, 4) GT boxes padded per image, xyxy, pixels.
+        gt_labels: (B, M) long GT classes (padding rows are 0 and masked out by ``gt_mask``).
+        gt_mask: (B, M) bool, True for real GT rows.
+        image_size: (2,) tensor (H, W) of the network input, pixels.
+    """
+
+    fg_mask: Tensor
+    gt_index: Tensor
+    target_boxes: Tensor
+    gt_boxes: Tensor
+    gt_labels: Tensor
+    gt_mask: Tensor
+    image_size: Tensor
+
+    @property
+    def num_positives(self) -> Tensor:
+        """N_pos: student foreground anchors in the batch, clamped >= 1, as a 0-d float tensor (no host sync)."""
+        return self.fg_mask.sum().clamp(min=1).to(torch.float32)

@@ -1,0 +1,211 @@
+"""Head adapter for the Ultralytics ``Detect`` family: YOLOv8 (legacy cls branch), YOLO11 (DWConv cls branch),
+YOLOv10 and YOLO26 (one2many + one2one branches; YOLO26 regresses ltrb directly, ``reg_max=1``).
+
+It translates Ultralytics internals (``cv2``/``cv3``, ``one2one_*``, ``nl``, ``reg_max``, the raw prediction
+dicts) into yolokd's vocabulary once: branches (``one2many``/``one2one``), parts (``box``/``cls``), stages, and
+:class:`~yolokd.engine.views.View`. Nothing else in yolokd touches those names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+from ultralytics.nn.modules.head import Detect
+from ultralytics.utils.tal import dist2bbox, make_anchors
+
+from yolokd.engine.views import View
+
+NUM_HEAD_STAGES = 2  # Conv stages before the 1x1 predictor in every branch of the Detect family
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a distillation method may need to know about a head, read once when the run is built.
+
+    Attributes:
+        family: human-readable head family, e.g. ``"YOLOv8 (legacy head)"``.
+        num_classes: C.
+        strides: pixels per grid unit of each level, P3 first.
+        reg_max: R (16 = DFL, 1 = direct ltrb).
+        branches: ``("one2many",)`` or ``("one2many", "one2one")``.
+        feat_channels: D of each level's neck feature (Detect input).
+        stage_channels: per part (``box``, ``cls``) the output width of its stages (same at every level).
+    """
+
+    family: str
+    num_classes: int
+    strides: tuple[float, ...]
+    reg_max: int
+    branches: tuple[str, ...]
+    feat_channels: tuple[int, ...]
+    stage_channels: dict[str, int]
+
+    @property
+    def num_levels(self) -> int:
+        """L."""
+        return len(self.strides)
+
+
+def find_detect_head(model: nn.Module) -> Detect:
+    """Return the model's ``Detect`` head, or raise naming what was found instead."""
+    head = model.model[-1] if hasattr(model, "model") else None
+    if not isinstance(head, Detect):
+        raise TypeError(
+            f"yolokd distils Ultralytics detection models (a Detect head); this model ends in "
+            f"{type(head).__name__}. Segment/pose/OBB heads are not supported yet."
+        )
+    return head
+
+
+def _family(head: Detect) -> str:
+    dual = getattr(head, "one2one_cv2", None) is not None
+    if head.reg_max == 1:
+        return "YOLO26 (one2one + one2many, reg_max=1)" if dual else "direct-regression Detect head (reg_max=1)"
+    if dual:
+        return "YOLOv10-style (one2one + one2many, DFL)"
+    return "YOLOv8 (legacy head)" if head.legacy else "YOLO11 (DWConv cls branch)"
+
+
+def _out_channels(module: nn.Module) -> int:
+    convs = [m for m in module.modules() if isinstance(m, nn.Conv2d)]
+    return convs[-1].out_channels
+
+
+class DetectHeadAdapter:
+    """Reads views out of one model's Detect head; one adapter per model instance (teacher, student, EMA)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.head = find_detect_head(model)
+        head = self.head
+        self.spec = HeadSpec(
+            family=_family(head),
+            num_classes=int(head.nc),
+            strides=tuple(float(s) for s in head.stride),
+            reg_max=int(head.reg_max),
+            branches=("one2many", "one2one") if getattr(head, "one2one_cv2", None) is not None else ("one2many",),
+            feat_channels=tuple(_in_channels(seq) for seq in head.cv2),
+            stage_channels={"box": _out_channels(head.cv2[0][0]), "cls": _out_channels(head.cv3[0][0])},
+        )
+        self._proj = torch.arange(head.reg_max, dtype=torch.float32)
+
+    def branch_modules(self, branch: str, part: str) -> nn.ModuleList:
+        """The per-level ``nn.Sequential`` towers of one branch part (``box`` or ``cls``)."""
+        prefix = "one2one_" if branch == "one2one" else ""
+        return getattr(self.head, prefix + ("cv2" if part == "box" else "cv3"))
+
+    def split_branches(self, preds: dict | tuple) -> dict[str, dict[str, Tensor | list[Tensor]]]:
+        """Raw head outputs per branch, from a training-mode dict or an eval-mode ``(decoded, raw)`` tuple."""
+        raw = preds[1] if isinstance(preds, tuple) else preds
+        return {"one2many": raw["one2many"], "one2one": raw["one2one"]} if "one2one" in raw else {"one2many": raw}
+
+    def build_view(self, raw: dict[str, Tensor | list[Tensor]], stages: dict[str, list[list[Tensor]]] | None = None):
+        """Turn one branch's raw outputs (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``) into a View."""
+        feats = raw["feats"]
+        anchors, strides = make_anchors(feats, self.head.stride, 0.5)  # (A, 2) grid units, (A, 1)
+        box_output = raw["boxes"].permute(0, 2, 1)  # (B, A, 4R)
+        return View(
+            feats=list(feats),
+            cls_logits=raw["scores"].permute(0, 2, 1),
+            box_output=box_output,
+            boxes=self.decode(box_output, anchors) * strides,
+            anchors=anchors,
+            strides=strides,
+            reg_max=self.spec.reg_max,
+            stages=stages or {},
+        )
+
+    def decode(self, box_output: Tensor, anchors: Tensor) -> Tensor:
+        """(B, A, 4R) raw box output + (A, 2) anchors -> (B, A, 4) xyxy boxes in grid units.
+
+        DFL heads decode each side as the expectation over its R bins; reg_max=1 heads output ltrb directly.
+        """
+        distances = box_output
+        if self.spec.reg_max > 1:
+            b, a, _ = box_output.shape
+            proj = self._proj.to(box_output.device, box_output.dtype)
+            distances = box_output.view(b, a, 4, self.spec.reg_max).softmax(3).matmul(proj)
+        return dist2bbox(distances, anchors, xywh=False)
+
+    @contextmanager
+    def raw_outputs(self) -> Iterator[None]:
+        """Make an eval-mode model return the raw prediction dict only, skipping box decoding and top-k.
+
+        Only the Detect module's own flag changes; its BatchNorm layers stay in eval mode.
+        """
+        was_training = self.head.training
+        self.head.training = True
+        try:
+            yield
+        finally:
+            self.head.training = was_training
+
+
+def _in_channels(tower: nn.Sequential) -> int:
+    first_conv = next(m for m in tower.modules() if isinstance(m, nn.Conv2d))
+    return first_conv.in_channels
+
+
+class StageRecorder:
+    """Forward hooks on the stage modules of one model's head branches; records their outputs each forward.
+
+    Hooks live on the real modules (no second forward). ``detach()`` removes every handle: the trainer detaches
+    before anything copies or pickles the model, so no hook ever reaches a checkpoint or the EMA.
+    """
+
+    def __init__(self, adapter: DetectHeadAdapter, branches: tuple[str, ...], parts: tuple[str, ...]) -> None:
+        self.adapter = adapter
+        self.branches = branches
+        self.parts = parts
+        self.handles: list[torch.utils.hooks.RemovableHandle] = []
+        self.outputs: dict[tuple[str, str, int, int], Tensor] = {}
+
+    def attach(self) -> None:
+        """Register the hooks (idempotent)."""
+        if self.handles:
+            return
+        for branch in self.branches:
+            for part in self.parts:
+                for level, tower in enumerate(self.adapter.branch_modules(branch, part)):
+                    for stage in range(NUM_HEAD_STAGES):
+                        key = (branch, part, stage, level)
+                        self.handles.append(tower[stage].register_forward_hook(self._recorder(key)))
+
+    def _recorder(self, key: tuple[str, str, int, int]):
+        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
+            self.outputs[key] = output
+
+        return hook
+
+    def detach(self) -> None:
+        """Remove every hook and drop recorded tensors."""
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+        self.outputs.clear()
+
+    def stages(self, branch: str) -> dict[str, list[list[Tensor]]]:
+        """Recorded outputs of one branch: ``{part: [stage][level] -> (B, D, H_l, W_l)}``."""
+        levels = self.adapter.spec.num_levels
+        return {
+            part: [[self.outputs[(branch, part, s, lv)] for lv in range(levels)] for s in range(NUM_HEAD_STAGES)]
+            for part in self.parts
+        }
+
+
+def check_head_pair(teacher: HeadSpec, student: HeadSpec) -> None:
+    """Raise a ValueError naming the mismatch when a teacher's head cannot supervise the student's."""
+    if teacher.num_classes != student.num_classes:
+        raise ValueError(
+            f"teacher predicts {teacher.num_classes} classes but the student predicts {student.num_classes}: "
+            "distil from a teacher trained on the same dataset (same class list)"
+        )
+    if teacher.strides != student.strides:
+        raise ValueError(
+            f"teacher pyramid levels (strides {list(teacher.strides)}) differ from the student's "
+            f"({list(student.strides)}): per-anchor distillation needs the same levels; pick a teacher of the "
+            "same pyramid layout (e.g. P3-P5 for both)"
+        )

@@ -1,0 +1,80 @@
+"""The contract every distillation method follows: typed parameters + an ``nn.Module`` returning named terms."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import ClassVar
+
+from torch import Tensor, nn
+
+from yolokd.engine.views import Targets, View
+from yolokd.heads.detect import HeadSpec
+
+BRANCHES = ("one2many", "one2one")
+
+
+@dataclass
+class LossParams:
+    """Parameters shared by every method; each method subclasses this with its own fields (all defaulted).
+
+    Attributes:
+        branch: which head branch to distil on one2one/one2many heads (YOLOv10, YOLO26). ``one2many`` is the
+            default: it is the dense branch whose gradient reaches the backbone and neck (Ultralytics detaches the
+            one2one branch's inputs), so what the student learns from the teacher there shapes the shared
+            features. ``one2one`` distils the NMS-free branch's head only. Heads without a one2one branch
+            (YOLOv8, YOLO11) only have ``one2many``.
+    """
+
+    branch: str = "one2many"
+
+    def __post_init__(self) -> None:
+        if self.branch not in BRANCHES:
+            raise ValueError(f"branch={self.branch!r} is not one of {BRANCHES}")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        """The YAML keys this method accepts (besides ``loss``)."""
+        return [f.name for f in fields(cls)]
+
+
+class DistillLoss(nn.Module):
+    """Base class of a distillation method.
+
+    Subclasses set ``name`` (the registry key used as ``loss:`` in configs), ``Params`` and ``term_suffixes``
+    and implement ``forward(student, teacher, targets) -> dict[str, Tensor]``: the method's terms, already
+    weighted and normalised per the method's paper (the trainer multiplies by the batch size, as Ultralytics
+    does for its own loss, so weights keep the papers' ratio to the GT loss).
+
+    Everything a method owns (aligners, transformation modules, queues) lives in the module and is trained by
+    the KD optimiser; none of it is ever part of the saved student.
+    """
+
+    name: ClassVar[str]
+    Params: ClassVar[type[LossParams]] = LossParams
+    term_suffixes: ClassVar[tuple[str, ...]] = ()
+    # Head branch parts ("box", "cls") whose stage outputs the method reads from View.stages.
+    stage_parts: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(self, params: LossParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
+        super().__init__()
+        self.params = params
+        self.check_pair(teacher_head, student_head)
+
+    def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
+        """Raise a ValueError naming the fix when this method cannot run on this teacher/student pair."""
+        branch = self.params.branch
+        for role, head in (("teacher", teacher_head), ("student", student_head)):
+            if branch not in head.branches:
+                raise ValueError(
+                    f"loss '{self.name}' distils branch '{branch}', but the {role} ({head.family}) only has "
+                    f"{list(head.branches)}; set branch=one2many for this loss"
+                )
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        """Names of the logged terms, e.g. ``bckd_cls``; a ``_o2o`` suffix marks the one2one branch."""
+        branch_tag = "_o2o" if self.params.branch == "one2one" else ""
+        return tuple(f"{self.name}_{suffix}{branch_tag}" for suffix in self.term_suffixes)
+
+    def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
+        raise NotImplementedError
