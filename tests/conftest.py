@@ -68,6 +68,7 @@ def tiny_train_args(data: Path, project: Path, name: str, **extra) -> dict:
         close_mosaic=0,
         verbose=False,
         warmup_epochs=0,
+        nbs=8,  # nbs = batch: an optimiser step every batch
     )
     args.update(extra)
     return args

@@ -1,0 +1,97 @@
+"""Interrupted runs resume with their KD modules; the KD schedule and the NaN guard act as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import tiny_train_args
+from test_train_kd import read_results
+
+from yolokd.config import load_experiment
+from yolokd.engine.checkpoint import kd_state_path
+from yolokd.engine.distiller import Distiller
+from yolokd.engine.trainer import DistillationTrainer, train_experiment
+from yolokd.losses.bckd import BCKDLoss
+
+pytestmark = pytest.mark.integration
+
+
+def _experiment(data, project, teacher, **extra):
+    train_args = tiny_train_args(data, project, "run", model="yolov8n.yaml", **extra.pop("train", {}))
+    return load_experiment({**train_args, "teacher": str(teacher), **extra})
+
+
+def test_resume_continues_epochs_and_kd_modules(synthetic_data, teacher_checkpoint, tmp_path):
+    """Stopped after epoch 1 of 2, resume starts at epoch 2 with the saved aligner weights and KD optimiser state."""
+    experiment = _experiment(
+        synthetic_data,
+        tmp_path,
+        teacher_checkpoint("yolov8s.yaml"),
+        distill=[{"loss": "bckd"}, {"loss": "mimic"}],
+        train={"epochs": 2},
+    )
+    first = DistillationTrainer(experiment, overrides=experiment.train_args)
+
+    def interrupt(trainer):
+        raise KeyboardInterrupt("simulated interruption after the epoch-1 checkpoint")
+
+    first.add_callback("on_model_save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    last = first.last
+    saved = torch.load(kd_state_path(last), weights_only=True)
+    assert saved["epoch"] == 0 and any("aligner" in key for key in saved["losses"])
+
+    resumed = DistillationTrainer(None, overrides={"resume": str(last)})
+    seen = {}
+    resumed.add_callback(
+        "on_train_start",
+        lambda trainer: seen.update(
+            start=trainer.start_epoch,
+            losses={k: v.clone() for k, v in trainer.distiller.losses.state_dict().items()},
+            steps=[s["step"].item() for s in trainer.kd_optimizer.state_dict()["state"].values()],
+        ),
+    )
+    resumed.train()
+    assert seen["start"] == 1
+    for key, value in saved["losses"].items():
+        assert torch.equal(seen["losses"][key], value), key
+    assert seen["steps"] == [s["step"].item() for s in saved["optimizer"]["state"].values()] and seen["steps"]
+    assert [row["epoch"] for row in read_results(resumed.save_dir)] == [1.0, 2.0]
+
+
+def test_schedule_switches_kd_off_and_skips_teacher(synthetic_data, teacher_checkpoint, tmp_path, monkeypatch):
+    """off_last_epochs=1 of 2: epoch 2 logs zero KD terms and never runs the teacher."""
+    calls = []
+    original = Distiller.teacher_views
+    monkeypatch.setattr(Distiller, "teacher_views", lambda self, images: calls.append(1) or original(self, images))
+    experiment = _experiment(
+        synthetic_data,
+        tmp_path,
+        teacher_checkpoint("yolov8s.yaml"),
+        distill=[{"loss": "bckd"}],
+        schedule={"off_last_epochs": 1},
+        train={"epochs": 2, "val": False},
+    )
+    trainer = DistillationTrainer(experiment, overrides=experiment.train_args)
+    trainer.add_callback("on_train_epoch_end", lambda t: calls.append(f"end{t.epoch}"))
+    trainer.train()
+    first, second = read_results(trainer.save_dir)
+    assert first["train/bckd_cls"] > 0 and second["train/bckd_cls"] == 0 and second["train/bckd_loc"] == 0
+    epoch_two = calls[calls.index("end0") + 1 : calls.index("end1")]
+    assert epoch_two == []  # no teacher forward while KD is off (validation of epoch 2 is after "end1")
+
+
+def test_nan_kd_term_stops_with_a_clear_error(synthetic_data, teacher_checkpoint, tmp_path, monkeypatch):
+    """A NaN KD term raises FloatingPointError naming the term before any optimiser step uses it."""
+    original = BCKDLoss.forward
+
+    def nan_loc(self, student, teacher, targets):
+        terms = original(self, student, teacher, targets)
+        terms["bckd_loc"] = terms["bckd_loc"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(BCKDLoss, "forward", nan_loc)
+    experiment = _experiment(synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}])
+    with pytest.raises(FloatingPointError, match=r"\['bckd_loc'\] became NaN/Inf"):
+        train_experiment(experiment)
