@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Per-step cost of yolokd distillation against plain training, the teacher floor and Ultralytics' own KD.
+r"""Per-step cost of yolokd distillation against plain training, the teacher floor and Ultralytics' own KD.
 
 All rows run in one process, on one synthetic batch, with the same student architecture (each row trains its own
 copy of one initial student). A step is forward + loss + backward + optimiser step(s), as Ultralytics' trainer
@@ -56,6 +56,7 @@ from yolokd.losses import LOSSES
 LR, MOMENTUM, DECAY = 0.01, 0.937, 5e-4  # Ultralytics' SGD defaults (lr0, momentum, weight_decay)
 MIB = 2**20
 Step = Callable[[], None]
+NATIVE = "ultralytics_native"
 
 
 @dataclass
@@ -255,41 +256,53 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def measure(name: str, build: Callable[[], Step], setup: Setup, steps: int, warmup: int) -> Row:
-    """Build a row's models, warm up, time ``steps`` steps; peak memory is counted from before the build."""
-    device = setup.device
+def measure(build: Callable[[], Step], device: torch.device, steps: int, warmup: int) -> tuple[list[float], float]:
+    """Build a row's models, warm up, time ``steps`` steps; return (times ms, peak MiB counted from before build)."""
     baseline = memory_now(device)
     step = build()
     reset_peak(device)
     for _ in range(warmup):
         step()
-    row = Row(name)
+    times = []
     for _ in range(steps):
         sync(device)
         start = time.perf_counter()
         step()
         sync(device)
-        row.times_ms.append((time.perf_counter() - start) * 1e3)
-    row.peak_mib = peak_memory(device) - baseline
-    print(f"  {name}: median {np.median(row.times_ms):.1f} ms", flush=True)
-    return row.summarise()
+        times.append((time.perf_counter() - start) * 1e3)
+    return times, peak_memory(device) - baseline
 
 
-def measure_native(setup: Setup, steps: int, warmup: int) -> Row:
-    """The Ultralytics-native row, or an n/a row saying why it could not be built or run for this pair."""
-    try:
-        return measure("ultralytics_native", lambda: native_row(setup), setup, steps, warmup)
-    except Exception as error:  # any failure of Ultralytics' wrapper on this pair: report it, keep the table
-        reason = f"n/a: {type(error).__name__}: {error}".replace("\n", " ")[:300]
-        print(f"  ultralytics_native: {reason}", flush=True)
-        return Row("ultralytics_native", note=reason)
+def measure_rows(builders: dict[str, Callable[[], Step]], setup: Setup, args: argparse.Namespace) -> list[Row]:
+    """Measure every row, the whole sequence ``--rounds`` times (so load drift hits all rows alike).
+
+    Only the Ultralytics-native row may fail: it becomes an n/a row saying why; any other failure is raised.
+    """
+    rows = {name: Row(name) for name in builders}
+    for round_index in range(args.rounds):
+        for name, build in builders.items():
+            row = rows[name]
+            if row.note:  # already n/a
+                continue
+            try:
+                times, peak = measure(build, setup.device, args.steps, args.warmup)
+            except Exception as error:  # Ultralytics' wrapper on an unsupported pair: report it, keep the table
+                if name != NATIVE:
+                    raise
+                row.note = f"n/a: {type(error).__name__}: {error}".replace("\n", " ")[:300]
+                print(f"  {name}: {row.note}", flush=True)
+                continue
+            row.times_ms += times
+            row.peak_mib = max(peak, row.peak_mib or 0.0)
+            print(f"  round {round_index + 1} {name}: median {np.median(times):.1f} ms", flush=True)
+    return [row.summarise() for row in rows.values()]
 
 
 # --- report -----------------------------------------------------------------------------------------------------
 def add_ratios(rows: list[Row]) -> list[dict]:
     """Rows as dicts with ``x_floor`` and ``x_native`` (median / median of those rows; None when unknown)."""
     by_name = {row.name: row for row in rows}
-    floor, native = by_name["floor"].median_ms, by_name["ultralytics_native"].median_ms
+    floor, native = by_name["floor"].median_ms, by_name[NATIVE].median_ms
     table = []
     for row in rows:
         entry = asdict(row)
@@ -321,7 +334,8 @@ def describe(args: argparse.Namespace, setup: Setup) -> dict:
         f"{ultralytics.__version__}",
         "models": f"student {args.student} <- teacher {args.teacher} (untrained stand-in checkpoint), nc {args.nc}",
         "batch": f"img {tuple(setup.batch['img'].shape)}, {len(setup.batch['cls'])} boxes, AMP {setup.amp}",
-        "timing": f"median/p90 of {args.steps} steps after {args.warmup} warm-up; SGD, grad clip 10, no EMA",
+        "timing": f"median/p90 of {args.rounds} x {args.steps} steps, each run after {args.warmup} warm-up; "
+        "SGD, grad clip 10, no EMA",
         "memory": "CUDA max allocated" if device.type == "cuda" else "peak RSS",
         "note": args.note,
     }
@@ -361,6 +375,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=8, help="images per step")
     parser.add_argument("--steps", type=int, default=20, help="timed steps per row")
     parser.add_argument("--warmup", type=int, default=5, help="untimed warm-up steps per row")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the row sequence; times are pooled")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--methods", default="bckd,mimic", help=f"comma-separated yolokd losses ({', '.join(LOSSES)})")
     parser.add_argument("--no-amp", action="store_true", help="disable AMP on CUDA (it is always off on CPU)")
@@ -386,15 +401,12 @@ def run(args: argparse.Namespace, teacher_path: Path) -> tuple[dict, list[dict]]
     batch = make_batch(args.batch, args.imgsz, args.nc, device, args.seed)
     student = build_student(args.student, args.nc, args.imgsz, device, args.seed)
     setup = Setup(device, device.type == "cuda" and not args.no_amp, batch, student, teacher_path)
-    measured = {
-        "student": measure("student", lambda: student_row(setup), setup, args.steps, args.warmup),
-        "teacher_forward": measure("teacher_forward", lambda: teacher_row(setup), setup, args.steps, args.warmup),
-    }
-    rows = [*measured.values(), floor_row(measured["student"], measured["teacher_forward"])]
+    builders = {"student": lambda: student_row(setup), "teacher_forward": lambda: teacher_row(setup)}
     for method in args.methods:
-        build = lambda m=method: yolokd_row(setup, m)  # noqa: E731
-        rows.append(measure(f"yolokd_{method}", build, setup, args.steps, args.warmup))
-    rows.append(measure_native(setup, args.steps, args.warmup))
+        builders[f"yolokd_{method}"] = lambda m=method: yolokd_row(setup, m)
+    builders[NATIVE] = lambda: native_row(setup)
+    student_, teacher_, *others = measure_rows(builders, setup, args)
+    rows = [student_, teacher_, floor_row(student_, teacher_), *others]
     return describe(args, setup), add_ratios(rows)
 
 

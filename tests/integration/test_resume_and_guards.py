@@ -80,6 +80,8 @@ def test_schedule_switches_kd_off_and_skips_teacher(synthetic_data, teacher_chec
     assert first["train/bckd_cls"] > 0 and second["train/bckd_cls"] == 0 and second["train/bckd_loc"] == 0
     epoch_two = calls[calls.index("end0") + 1 : calls.index("end1")]
     assert epoch_two == []  # no teacher forward while KD is off (validation of epoch 2 is after "end1")
+    teacher = trainer.distiller.teacher
+    assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
 
 def test_nan_kd_term_stops_with_a_clear_error(synthetic_data, teacher_checkpoint, tmp_path, monkeypatch):

@@ -81,3 +81,17 @@ def test_checkpoint_loads_without_yolokd(synthetic_data, teacher_checkpoint, tmp
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "DetectionModel" in result.stdout
+
+
+def test_both_branches_of_an_end_to_end_head(synthetic_data, teacher_checkpoint, tmp_path):
+    """YOLO26: BCKD on one2many and on one2one in one run, logged as bckd_* and bckd_*_o2o."""
+    experiment = load_experiment(
+        {
+            **tiny_train_args(synthetic_data, tmp_path, "run", model="yolo26n.yaml"),
+            "teacher": str(teacher_checkpoint("yolo26s.yaml")),
+            "distill": [{"loss": "bckd"}, {"loss": "bckd", "branch": "one2one"}],
+        }
+    )
+    (row,) = read_results(train_experiment(experiment))
+    for column in ("train/bckd_cls", "train/bckd_loc_o2o", "val/bckd_cls_o2o", "val/bckd_loc"):
+        assert math.isfinite(row[column]) and row[column] > 0, column

@@ -22,6 +22,7 @@ from yolokd.config import Experiment, load_experiment
 from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
 from yolokd.engine.criterion import DistillationCriterion
 from yolokd.engine.distiller import Distiller, check_teacher_classes, load_teacher
+from yolokd.engine.plots import plot_kd_terms
 
 ADAM_FAMILY = {"Adam", "Adamax", "AdamW", "NAdam", "RAdam"}
 
@@ -154,6 +155,12 @@ class DistillationTrainer(DetectionTrainer):
                 self._install_criterion(model)
 
     # --- logging, validation, saving, resume ---------------------------------------------------------------
+    def plot_metrics(self):
+        """Ultralytics' results.png, plus kd_terms.png with every KD term per epoch."""
+        super().plot_metrics()
+        if self.distiller is not None:
+            plot_kd_terms(self.csv, self.distiller.term_names)
+
     def label_loss_items(self, loss_items=None, prefix="train"):
         """Loss columns for ``results.csv``; unlike Ultralytics, no rounding to 5 decimals (KD terms can be small)."""
         if loss_items is None:
