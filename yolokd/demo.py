@@ -49,7 +49,10 @@ class DemoReport:
         return self.gain / gap if gap > 0 else float("nan")
 
     def __str__(self) -> str:
-        head = "| model | role | params (M) | GFLOPs@640 | mAP50-95 | mAP50 | train time (s) |\n|---|---|---|---|---|---|---|"
+        head = (
+            "| model | role | params (M) | GFLOPs@640 | mAP50-95 | mAP50 | train time (s) |\n"
+            "|---|---|---|---|---|---|---|"
+        )
         rows = [
             f"| {s.model} | {s.role} | {s.params_m:.2f} | {s.gflops_640:.1f} | {s.map50_95:.4f} | {s.map50:.4f} | "
             f"{s.train_seconds:.0f} |"
