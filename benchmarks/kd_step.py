@@ -349,7 +349,7 @@ def fmt(value: float | None, spec: str) -> str:
 def render(meta: dict, table: list[dict]) -> str:
     """Markdown: header list, table, notes."""
     lines = ["# yolokd KD step benchmark", ""]
-    lines += [f"- {key}: {value}" for key, value in meta.items() if value]
+    lines += [f"- {key}: {value}" for key, value in meta.items() if value and key != "memory"]
     lines += [
         f"- peak mem: {meta['memory']} during the row minus usage before the row built its models (MiB)",
         "",

@@ -131,6 +131,7 @@ def run_demo(
         warmup_epochs=1,
         mosaic=0.0,
         close_mosaic=0,
+        val=False,  # validate once at the end: NMS on early, unconfident models costs seconds per epoch on a CPU
     )
     teacher_args = {
         **common,
