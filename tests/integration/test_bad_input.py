@@ -54,3 +54,10 @@ def test_teacher_with_other_pyramid_levels(synthetic_data, synthetic_names, tmp_
     teacher = save_untrained_checkpoint("yolov8s-p2.yaml", synthetic_names, tmp_path / "p2.pt")
     with pytest.raises(ValueError, match=r"pyramid levels \(strides \[4.0, 8.0, 16.0, 32.0\]\)"):
         _run(synthetic_data, tmp_path, teacher)
+
+
+def test_missing_bare_teacher_name(synthetic_data, tmp_path, monkeypatch):
+    """A bare name that is no local file and no release asset -> FileNotFoundError (offline: nothing fetched)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"teacher checkpoint not found: 'not_a_release_asset\.pt'"):
+        _run(synthetic_data, tmp_path, "not_a_release_asset.pt")

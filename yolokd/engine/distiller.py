@@ -7,6 +7,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 from ultralytics.nn.tasks import load_checkpoint
+from ultralytics.utils import LOGGER
+from ultralytics.utils.downloads import attempt_download_asset
 
 from yolokd.config import LossEntry
 from yolokd.engine.views import Targets, View
@@ -19,6 +21,11 @@ def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
     path = Path(path)
     if path.suffix != ".pt":
         raise ValueError(f"teacher must be a trained checkpoint (.pt), got '{path}': a model YAML has random weights")
+    if not path.is_file() and path.parent == Path("."):  # a bare release name such as yolov8s.pt: as in Ultralytics,
+        try:  # look in the weights folder, then fetch the official release asset
+            path = Path(attempt_download_asset(str(path)))
+        except Exception as error:  # no network, unknown asset...: the message below says what to do
+            LOGGER.warning(f"teacher '{path}' could not be downloaded: {error}")
     if not path.is_file():
         raise FileNotFoundError(f"teacher checkpoint not found: '{path}'. Set 'teacher:' to a trained .pt file")
     try:
