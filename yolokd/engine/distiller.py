@@ -100,7 +100,7 @@ class Distiller:
         """Run the teacher once and return its view of each branch the losses need (all tensors detached)."""
         dtype = next(self.teacher.parameters()).dtype
         with self.teacher_adapter.raw_outputs():
-            preds = self.teacher(images.to(dtype) if not torch.is_autocast_enabled() else images)
+            preds = self.teacher(images if torch.is_autocast_enabled(images.device.type) else images.to(dtype))
         raw = self.teacher_adapter.split_branches(preds)
         recorder = self.teacher_recorder
         return {
