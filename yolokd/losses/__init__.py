@@ -2,8 +2,22 @@
 
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import BCKDLoss
+from yolokd.losses.cwd import CWDLoss
+from yolokd.losses.dfd import DFDLoss
+from yolokd.losses.mgd import MGDLoss
 from yolokd.losses.mimic import MimicLoss
+from yolokd.losses.pkd import PKDLoss
 
-LOSSES: dict[str, type[DistillLoss]] = {cls.name: cls for cls in (BCKDLoss, MimicLoss)}
+LOSSES: dict[str, type[DistillLoss]] = {
+    cls.name: cls
+    for cls in (
+        BCKDLoss,
+        MimicLoss,
+        DFDLoss,
+        MGDLoss,
+        PKDLoss,
+        CWDLoss,
+    )
+}
 
 __all__ = ["LOSSES", "DistillLoss", "LossParams"]

@@ -1,0 +1,121 @@
+"""DFD maths on small hand-made tensors (SPEC §4)."""
+
+import math
+
+import pytest
+import torch
+from loss_inputs import feature_spec, run_loss
+
+from yolokd.losses.dfd import DFDLoss, DFDParams, disparity_mask, region_loss
+
+
+def _terms(loss: DFDLoss, student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> dict[str, torch.Tensor]:
+    return run_loss(loss, [student_feat], [teacher_feat])
+
+
+# Two images, one channel, 2x2 cells. Student constant -> A(F_s) = 1. Teacher mean_c|F| = ln(v) + 1, so
+# A(F_t) = 4 v / Σv: image 0 [.5, .5, .5, 2.5] (D = [.5, .5, .5, 1.5], mean .75); image 1 [1.2, 1, 1, .8]
+# (D = [.2, 0, 0, .2], mean .1). A threshold over the whole batch (.425) would find no HD cell in image 1.
+TEACHER = (torch.log(torch.tensor([[1.0, 1.0, 1.0, 5.0], [1.2, 1.0, 1.0, 0.8]])) + 1).view(2, 1, 2, 2)
+STUDENT = torch.ones(2, 1, 2, 2)
+EXPECTED_HIGH = torch.tensor([[[False, False], [False, True]], [[True, False], [False, True]]])
+
+
+def test_mask_splits_cells_at_the_per_image_mean():
+    """High disparity = D >= mean(D) of its own image, not of the batch."""
+    assert torch.equal(disparity_mask(STUDENT, TEACHER), EXPECTED_HIGH)
+
+
+def test_mask_matches_loop_oracle():
+    """The vectorised mask equals a per-image, per-cell Python computation of eqs. 2-4."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 3, 3, 4, dtype=torch.float64), torch.randn(2, 3, 3, 4, dtype=torch.float64)
+
+    def attention(feat, b):
+        cells = [(i, j) for i in range(3) for j in range(4)]
+        logits = {c: sum(abs(feat[b, k, c[0], c[1]].item()) for k in range(3)) / 3 for c in cells}
+        norm = sum(math.exp(v) for v in logits.values())
+        return {c: 12 * math.exp(v) / norm for c, v in logits.items()}
+
+    for b in range(2):
+        a_s, a_t = attention(student, b), attention(teacher, b)
+        disparity = {c: abs(a_t[c] - a_s[c]) for c in a_s}
+        threshold = sum(disparity.values()) / len(disparity)
+        oracle = torch.tensor([[disparity[(i, j)] >= threshold for j in range(4)] for i in range(3)])
+        assert torch.equal(disparity_mask(student, teacher)[b], oracle)
+
+
+def test_mask_carries_no_gradient():
+    """The mask is computed without gradient even when the student requires one."""
+    mask = disparity_mask(STUDENT.clone().requires_grad_(True), TEACHER)
+    assert mask.dtype == torch.bool and not mask.requires_grad
+
+
+def test_ld_term_is_squared_error_over_low_disparity_cells():
+    """dfd_ld = β Σ_{LD cells} (F_t - F_s)² / (B·D·H·W), the LD cells read off by hand."""
+    low_cells = [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0)]  # (image, row, col)
+    expected = sum((TEACHER[b, 0, i, j] - 1.0) ** 2 for b, i, j in low_cells) / 8
+    terms = _terms(DFDLoss(DFDParams(ld_weight=0.5), feature_spec(1), feature_spec(1)), STUDENT, TEACHER)
+    assert terms["dfd_ld"].item() == pytest.approx(0.5 * expected.item(), rel=1e-6)
+
+
+def test_hd_term_goes_through_the_transformation_on_high_cells():
+    """dfd_hd = α Σ_{HD cells} (F_t - f_trans(F_s))² / (B·D·H·W)."""
+    loss = DFDLoss(DFDParams(hd_weight=3.0), feature_spec(1), feature_spec(1))
+    transformed = loss.transforms[0](STUDENT)
+    expected = ((TEACHER - transformed) ** 2 * EXPECTED_HIGH.unsqueeze(1)).sum() / 8
+    assert _terms(loss, STUDENT, TEACHER)["dfd_hd"].item() == pytest.approx(3.0 * expected.item(), rel=1e-6)
+
+
+def test_transformation_module_is_trained():
+    """One optimiser step on the loss changes every parameter of f_trans."""
+    torch.manual_seed(0)
+    loss = DFDLoss(DFDParams(), feature_spec(4), feature_spec(4))
+    before = [p.detach().clone() for p in loss.transforms.parameters()]
+    optimizer = torch.optim.SGD(loss.parameters(), lr=0.1)
+    sum(_terms(loss, torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)).values()).backward()
+    optimizer.step()
+    assert all(not torch.equal(b, p) for b, p in zip(before, loss.transforms.parameters(), strict=True))
+
+
+def test_student_equal_to_teacher_zeroes_the_strict_term():
+    """At F_s == F_t every cell ties with the mean (HD): dfd_ld = 0, dfd_hd = α Σ (F_t - f_trans(F_t))² / N."""
+    torch.manual_seed(0)
+    feat = torch.randn(2, 4, 3, 3)
+    loss = DFDLoss(DFDParams(), feature_spec(4), feature_spec(4))
+    terms = _terms(loss, feat.clone(), feat)
+    lenient = 2.8 * ((feat - loss.transforms[0](feat)) ** 2).mean()
+    assert terms["dfd_ld"].item() == 0.0
+    assert terms["dfd_hd"].item() == pytest.approx(lenient.item(), rel=1e-6)
+
+
+def test_hd_and_ld_weights_are_configurable_either_way():
+    """α < β is accepted and each term scales with its own weight only."""
+    feats = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
+    torch.manual_seed(0)
+    unit = _terms(DFDLoss(DFDParams(hd_weight=1.0, ld_weight=1.0), feature_spec(4), feature_spec(4)), *feats)
+    torch.manual_seed(0)
+    swapped = _terms(DFDLoss(DFDParams(hd_weight=0.5, ld_weight=3.0), feature_spec(4), feature_spec(4)), *feats)
+    assert swapped["dfd_hd"].item() == pytest.approx(0.5 * unit["dfd_hd"].item(), rel=1e-6)
+    assert swapped["dfd_ld"].item() == pytest.approx(3.0 * unit["dfd_ld"].item(), rel=1e-6)
+
+
+def test_default_weights_keep_the_paper_ratio():
+    """Defaults α = 2.8, β = 1 keep the paper's α/β = 2.8 > 1."""
+    params = DFDParams()
+    assert params.hd_weight / params.ld_weight == pytest.approx(2.8e-5 / 1e-5)
+
+
+def test_region_loss_of_an_empty_region_is_zero_with_gradient():
+    """No selected cell gives exactly 0 and a zero (not missing) gradient."""
+    student = torch.randn(1, 2, 2, 2, requires_grad=True)
+    loss = region_loss(student, torch.randn(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(student.grad, torch.zeros_like(student))
+
+
+@pytest.mark.parametrize(("key", "value"), [("hd_weight", -1.0), ("ld_weight", -0.1), ("trans_expansion", 0.0)])
+def test_bad_parameters_rejected(key, value):
+    """Negative weights and a non-positive expansion are ValueErrors naming the key."""
+    with pytest.raises(ValueError, match=key):
+        DFDParams(**{key: value})

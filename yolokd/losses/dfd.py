@@ -1,0 +1,164 @@
+"""DFD: Distilling the Feature Disparity Differently for Detectors.
+
+Liu et al., ICML 2024 (PMLR vol. 235). The code link the paper gives (https://github.com/luckin99/DFD) holds only a
+README, so the paper is the reference.
+
+On every neck level, the spatial attention ``A(F) = H W softmax_hw(mean_c |F|)`` of student and teacher gives a
+disparity map ``D = |A(F_t) - A(F_s)|`` (L1, the paper's best, Table 11). Cells with ``D >= mean(D)`` of their
+image (the mean beats the median, Table 12; recomputed every step, without gradient) are high-disparity (HD):
+the student gets the lenient constraint ``L_HD = Σ_HD (F_t - f_trans(F_s))²`` through a trainable transformation
+``f_trans`` = Conv1x1(D->2D) -> ReLU -> Conv3x3(2D->2D) -> ReLU -> Conv1x1(2D->D) ("Conv1-3-1(2C)", Table 5).
+The other cells, low-disparity (LD), get the strict ``L_LD = Σ_LD (F_t - F_s)²`` (MSE, Table 9).
+``L = α L_HD + β L_LD`` with α > β (Fig. 5); the paper uses α = 2.8e-5, β = 1e-5 with sum reduction.
+
+YOLO adaptation: student features first go through a 1x1 aligner to the teacher's width (identity when widths
+match; the paper's FPN pairs have equal widths); the disparity, both terms and ``f_trans`` use the aligned
+features. The paper's sums grow with image area and width (at 640 px a YOLOv8s neck has 1.43 M elements per
+image, a RetinaNet FPN at 1333x800 about 5.7 M), so each level's two sums are divided by that level's element
+count B·D·H·W and the levels are added, as ``mimic`` does. This is a constant per level: the HD and LD cells keep
+the paper's relative weight (an HD cell counts α/β = 2.8 times an LD cell), and with α = β and ``f_trans`` the
+identity the loss is exactly ``mimic``. Defaults α = 2.8, β = 1.0 keep the paper's ratio; their scale comes from
+a measurement on the synthetic set (YOLOv8s -> YOLOv8n, measured at α = β = 1 after 2-7 steps, see the README):
+with a demo-trained teacher at 128 px the per-level sums were HD 0.78, LD 1.36 against box/cls/dfl loss items of
+6.6/5.2/4.1, so α = 2.8, β = 1 puts DFD at about a fifth of the GT loss; with an untrained stand-in teacher at
+64 px, LD 0.12-0.19 and HD < 0.01 against 0.2-1.0/0.8-1.2/0.1-0.6 (f_trans absorbs most of the HD error). For
+scale, the paper's α = 2.8e-5 on sums is 40x the pyramid-wide per-element mean of a YOLOv8s neck at 640 px.
+``f_trans`` and the aligners are train-only: the KD optimiser trains them; they never enter the student checkpoint.
+
+At student == teacher the disparity is 0 everywhere, every cell ties with the mean and counts as high-disparity
+(eq. 4: ``D >= P``): ``L_LD`` is 0 and ``L_HD = Σ (F_t - f_trans(F_t))²``, which is 0 only once ``f_trans``
+has learnt the identity (the lenient term constrains the student through ``f_trans``, never directly).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from yolokd.engine.views import Targets, View
+from yolokd.heads.detect import HeadSpec
+from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.common import ChannelAligner, spatial_attention
+
+
+def disparity_map(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    """Spatial-attention disparity ``D = |A(F_t) - A(F_s)|`` (paper eq. 3).
+
+    Args:
+        student_feat: (B, D, H, W) aligned student feature.
+        teacher_feat: (B, D, H, W) teacher feature (detached here).
+
+    Returns:
+        (B, H, W) non-negative disparity per cell.
+    """
+    return (spatial_attention(teacher_feat.detach()) - spatial_attention(student_feat)).abs()
+
+
+@torch.no_grad()
+def disparity_mask(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
+    """High-disparity cells: ``D >= mean(D)`` of each image (paper eq. 4), computed without gradient.
+
+    Args:
+        student_feat: (B, D, H, W) aligned student feature.
+        teacher_feat: (B, D, H, W) teacher feature.
+
+    Returns:
+        (B, H, W) bool, True = high disparity (lenient term), False = low disparity (strict term).
+    """
+    disparity = disparity_map(student_feat.detach(), teacher_feat)
+    threshold = disparity.mean(dim=(1, 2), keepdim=True)
+    return disparity >= threshold
+
+
+def region_loss(student_feat: Tensor, teacher_feat: Tensor, region: Tensor) -> Tensor:
+    """Squared error summed over the cells of one region (paper eqs. 5-6), sum reduction.
+
+    ``L_HD = region_loss(f_trans(F_s), F_t, mask)``, ``L_LD = region_loss(F_s, F_t, ~mask)``.
+
+    Args:
+        student_feat: (B, D, H, W) student feature (aligned, or transformed for the HD term).
+        teacher_feat: (B, D, H, W) teacher feature (detached here).
+        region: (B, H, W) bool, the cells that count.
+
+    Returns:
+        0-d tensor: ``Σ_{b,h,w in region} Σ_d (F_t - F_s)²``.
+    """
+    squared_error = (teacher_feat.detach() - student_feat).pow(2)
+    return (squared_error * region.unsqueeze(1).to(squared_error.dtype)).sum()
+
+
+class Conv131(nn.Sequential):
+    """DFD's transformation module ``f_trans``: Conv1x1(D->eD) -> ReLU -> Conv3x3(eD->eD) -> ReLU -> Conv1x1(eD->D).
+
+    Args:
+        channels: D, the teacher's width at this level.
+        expansion: e, hidden width as a multiple of D (the paper's best is 2, Table 5).
+    """
+
+    def __init__(self, channels: int, expansion: float = 2.0) -> None:
+        hidden = max(1, round(channels * expansion))
+        super().__init__(
+            nn.Conv2d(channels, hidden, kernel_size=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, hidden, kernel_size=3, padding=1),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, kernel_size=1),
+        )
+
+
+@dataclass
+class DFDParams(LossParams):
+    """DFD weights (paper ratio α/β = 2.8 on a per-element scale, see the module docstring).
+
+    Attributes:
+        hd_weight: α, weight of the lenient high-disparity term (through ``f_trans``).
+        ld_weight: β, weight of the strict low-disparity term. The paper finds α > β best (Fig. 5); any
+            non-negative pair is accepted so the ratio can be studied.
+        trans_expansion: hidden width of ``f_trans`` as a multiple of the teacher width (paper Table 5: 0.5, 1
+            and 2 give 39.8, 40.1 and 40.2 mAP; at YOLOv8s widths 0.5/1/2 mean 1.1/3.8/13.8 M parameters).
+    """
+
+    hd_weight: float = 2.8
+    ld_weight: float = 1.0
+    trans_expansion: float = 2.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("hd_weight", "ld_weight"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"{key}={getattr(self, key)} must be >= 0")
+        if self.trans_expansion <= 0:
+            raise ValueError(f"trans_expansion={self.trans_expansion} must be > 0")
+
+
+class DFDLoss(DistillLoss):
+    """DFD on the neck features of every level: ``dfd_hd`` (α, lenient) and ``dfd_ld`` (β, strict)."""
+
+    name = "dfd"
+    Params = DFDParams
+    term_suffixes = ("hd", "ld")
+
+    def __init__(self, params: DFDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
+        super().__init__(params, teacher_head, student_head)
+        self.aligner = ChannelAligner(student_head.feat_channels, teacher_head.feat_channels)
+        self.transforms = nn.ModuleList(Conv131(c, params.trans_expansion) for c in teacher_head.feat_channels)
+
+    def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
+        aligned = self.aligner([f.float() for f in student.feats])
+        hd_total, ld_total = [], []
+        for student_feat, teacher_feat, transform in zip(aligned, teacher.feats, self.transforms, strict=True):
+            teacher_feat = teacher_feat.float()
+            high = disparity_mask(student_feat, teacher_feat)
+            elements = teacher_feat.numel()
+            hd_total.append(region_loss(transform(student_feat), teacher_feat, high) / elements)
+            ld_total.append(region_loss(student_feat, teacher_feat, ~high) / elements)
+        hd_name, ld_name = self.term_names
+        return {
+            hd_name: self.params.hd_weight * torch.stack(hd_total).sum(),
+            ld_name: self.params.ld_weight * torch.stack(ld_total).sum(),
+        }
+
+
+__all__ = ["Conv131", "DFDLoss", "DFDParams", "disparity_map", "disparity_mask", "region_loss"]
