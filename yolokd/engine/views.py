@@ -27,8 +27,9 @@ class View:
         anchors: (A, 2) anchor centres, grid units of their own level (cell centre = index + 0.5).
         strides: (A, 1) stride of each anchor's level, pixels per grid unit.
         reg_max: R.
-        stages: per branch part (``"box"``, ``"cls"``) a list over stages of L tensors (B, D, H_l, W_l): the
-            outputs of each stage of the head branch, recorded by forward hooks. Empty unless a loss asks for them.
+        stages: per branch part a list over stages of L tensors (B, D, H_l, W_l), recorded by forward hooks:
+            ``"box"``/``"cls"`` hold each stage's output (post-activation), ``"box_preact"``/``"cls_preact"`` its
+            pre-activation (BN output). Empty unless a loss asks for them (``DistillLoss.stage_parts``).
     """
 
     feats: list[Tensor]

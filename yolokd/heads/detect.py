@@ -10,16 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
+from ultralytics.nn.modules.conv import Conv
 from ultralytics.nn.modules.head import Detect
 from ultralytics.utils.tal import dist2bbox, make_anchors
 
 from yolokd.engine.views import View
 
 NUM_HEAD_STAGES = 2  # Conv stages before the 1x1 predictor in every branch of the Detect family
+PREACTIVATION = "_preact"  # part-name suffix (``box_preact``): record a stage's BN output, before its activation
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,8 @@ class HeadSpec:
         branches: ``("one2many",)`` or ``("one2many", "one2one")``.
         feat_channels: D of each level's neck feature (Detect input).
         stage_channels: per part (``box``, ``cls``) the output width of its stages (same at every level).
+        adapter: the adapter that read this spec (None for specs written by hand). Methods that run the model's own
+            head layers (CrossKD runs the teacher's tail) reach them through it, never through Ultralytics names.
     """
 
     family: str
@@ -43,6 +47,7 @@ class HeadSpec:
     branches: tuple[str, ...]
     feat_channels: tuple[int, ...]
     stage_channels: dict[str, int]
+    adapter: DetectHeadAdapter | None = field(default=None, compare=False, repr=False)
 
     @property
     def num_levels(self) -> int:
@@ -89,13 +94,67 @@ class DetectHeadAdapter:
             branches=("one2many", "one2one") if getattr(head, "one2one_cv2", None) is not None else ("one2many",),
             feat_channels=tuple(_in_channels(seq) for seq in head.cv2),
             stage_channels={"box": _out_channels(head.cv2[0][0]), "cls": _out_channels(head.cv3[0][0])},
+            adapter=self,
         )
         self._proj = torch.arange(head.reg_max, dtype=torch.float32)
+        self.running_tail = False  # True while run_tail() runs: StageRecorder hooks ignore that pass
 
     def branch_modules(self, branch: str, part: str) -> nn.ModuleList:
         """The per-level ``nn.Sequential`` towers of one branch part (``box`` or ``cls``)."""
         prefix = "one2one_" if branch == "one2one" else ""
         return getattr(self.head, prefix + ("cv2" if part == "box" else "cv3"))
+
+    def stage_module(self, branch: str, part: str, level: int, stage: int) -> nn.Module:
+        """The module whose output is the recorded point of one stage.
+
+        ``part`` is ``box``/``cls`` for the stage output (post-activation) or ``box_preact``/``cls_preact`` for its
+        pre-activation (the BatchNorm output of the Conv that ends the stage; for YOLO11/26 cls stages, which are
+        DWConv -> Conv1x1, that of the 1x1 Conv).
+        """
+        base_part = part.removesuffix(PREACTIVATION)
+        tower = self.branch_modules(branch, base_part)[level]
+        return _ending_conv(tower[stage]).bn if part.endswith(PREACTIVATION) else tower[stage]
+
+    def run_tail(
+        self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
+    ) -> Tensor:
+        """Run one level's tower of this head from ``stage`` to its 1x1 predictor on a foreign input ``x``.
+
+        CrossKD's cross-head pass: ``x`` comes from another model (the student), so it keeps its graph and the
+        result is differentiable with respect to ``x``; this model's parameters are used as they are (frozen for a
+        teacher, so they never receive ``.grad``). Never call it under ``no_grad`` if ``x`` needs a gradient.
+        The pass runs in this model's parameter dtype (fp16 for a half-precision teacher on CUDA + AMP, whatever
+        autocast says) and returns in ``x``'s dtype. Stage hooks of a StageRecorder on this model ignore it.
+
+        Args:
+            branch: ``one2many`` or ``one2one``.
+            part: ``box`` or ``cls``.
+            level: pyramid level index (0 = P3).
+            stage: first stage to run: 0 = the whole tower (``x`` is a neck feature), 1, or ``NUM_HEAD_STAGES`` =
+                the predictor only.
+            x: (B, D, H_l, W_l) input of ``stage``; with ``preactivation`` it is instead the pre-activation (BN
+                output) of stage ``stage - 1``, and that stage's activation is applied first.
+            preactivation: see ``x``; needs ``stage >= 1``.
+
+        Returns:
+            (B, 4R, H_l, W_l) box output (DFL bin logits, or ltrb for R == 1) or (B, C, H_l, W_l) class logits.
+        """
+        if not 0 <= stage <= NUM_HEAD_STAGES:
+            raise ValueError(f"stage={stage} is out of range: a tower has stages 0..{NUM_HEAD_STAGES}")
+        if preactivation and stage == 0:
+            raise ValueError("preactivation=True needs stage >= 1 (it is the BN output of stage - 1)")
+        tower = self.branch_modules(branch, part.removesuffix(PREACTIVATION))[level]
+        out = x.to(next(tower.parameters()).dtype)
+        self.running_tail = True
+        try:
+            with torch.autocast(x.device.type, enabled=False):
+                if preactivation:
+                    out = _ending_conv(tower[stage - 1]).act(out)
+                for module in tower[stage:]:
+                    out = module(out)
+        finally:
+            self.running_tail = False
+        return out.to(x.dtype)
 
     def split_branches(self, preds: dict | tuple) -> dict[str, dict[str, Tensor | list[Tensor]]]:
         """Raw head outputs per branch, from a training-mode dict or an eval-mode ``(decoded, raw)`` tuple."""
@@ -121,9 +180,11 @@ class DetectHeadAdapter:
     def decode(self, box_output: Tensor, anchors: Tensor) -> Tensor:
         """(B, A, 4R) raw box output + (A, 2) anchors -> (B, A, 4) xyxy boxes in grid units.
 
-        DFL heads decode each side as the expectation over its R bins; reg_max=1 heads output ltrb directly.
+        DFL heads decode each side as the expectation over its R bins (always >= 0); reg_max=1 heads output ltrb
+        directly, and those are clamped at 0: a negative side decodes a flipped box, for which IoU/GIoU-based KD terms
+        are undefined and can fall without bound (a side gets no KD gradient while it is negative).
         """
-        distances = box_output
+        distances = box_output.clamp(min=0)
         if self.spec.reg_max > 1:
             b, a, _ = box_output.shape
             proj = self._proj.to(box_output.device, box_output.dtype)
@@ -144,6 +205,17 @@ class DetectHeadAdapter:
             self.head.training = was_training
 
 
+def _ending_conv(stage: nn.Module) -> Conv:
+    """The Conv (conv -> BN -> act) that ends a head stage: the stage itself, or the 1x1 Conv after a DWConv."""
+    conv = [m for m in stage.modules() if isinstance(m, Conv)][-1]
+    if not isinstance(getattr(conv, "bn", None), nn.BatchNorm2d):
+        raise ValueError(
+            "this head's Conv layers are fused (BatchNorm folded into the conv): the pre-activation point and the "
+            "activation CrossKD needs are gone. Load the model from its training checkpoint without fuse()"
+        )
+    return conv
+
+
 def _in_channels(tower: nn.Sequential) -> int:
     first_conv = next(m for m in tower.modules() if isinstance(m, nn.Conv2d))
     return first_conv.in_channels
@@ -152,8 +224,11 @@ def _in_channels(tower: nn.Sequential) -> int:
 class StageRecorder:
     """Forward hooks on the stage modules of one model's head branches; records their outputs each forward.
 
-    Hooks live on the real modules (no second forward). ``detach()`` removes every handle: the trainer detaches
-    before anything copies or pickles the model, so no hook ever reaches a checkpoint or the EMA.
+    Parts are ``box``/``cls`` (stage outputs, post-activation) and ``box_preact``/``cls_preact`` (each stage's
+    pre-activation: the BN output of the Conv that ends it; see ``DetectHeadAdapter.stage_module``). Hooks live
+    on the real modules (no second forward) and skip the cross-head passes of ``DetectHeadAdapter.run_tail``.
+    ``detach()`` removes every handle: the trainer detaches before anything copies or pickles the model, so no
+    hook ever reaches a checkpoint or the EMA.
     """
 
     def __init__(self, adapter: DetectHeadAdapter, branches: tuple[str, ...], parts: tuple[str, ...]) -> None:
@@ -169,14 +244,16 @@ class StageRecorder:
             return
         for branch in self.branches:
             for part in self.parts:
-                for level, tower in enumerate(self.adapter.branch_modules(branch, part)):
+                for level in range(self.adapter.spec.num_levels):
                     for stage in range(NUM_HEAD_STAGES):
                         key = (branch, part, stage, level)
-                        self.handles.append(tower[stage].register_forward_hook(self._recorder(key)))
+                        module = self.adapter.stage_module(branch, part, level, stage)
+                        self.handles.append(module.register_forward_hook(self._recorder(key)))
 
     def _recorder(self, key: tuple[str, str, int, int]):
         def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-            self.outputs[key] = output
+            if not self.adapter.running_tail:
+                self.outputs[key] = output
 
         return hook
 

@@ -2,8 +2,10 @@
 
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import BCKDLoss
+from yolokd.losses.crosskd import CrossKDLoss
 from yolokd.losses.cwd import CWDLoss
 from yolokd.losses.dfd import DFDLoss
+from yolokd.losses.ld import LDLoss
 from yolokd.losses.mgd import MGDLoss
 from yolokd.losses.mimic import MimicLoss
 from yolokd.losses.pkd import PKDLoss
@@ -17,6 +19,8 @@ LOSSES: dict[str, type[DistillLoss]] = {
         MGDLoss,
         PKDLoss,
         CWDLoss,
+        CrossKDLoss,
+        LDLoss,
     )
 }
 

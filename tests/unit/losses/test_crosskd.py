@@ -1,0 +1,289 @@
+"""CrossKD on real (untrained) YOLO heads and on moment alignment (SPEC §2, §8)."""
+
+import copy
+
+import pytest
+import torch
+from ultralytics.nn.tasks import DetectionModel
+
+from yolokd.config import ConfigError, load_experiment
+from yolokd.engine.views import Targets, View
+from yolokd.heads.detect import DetectHeadAdapter, HeadSpec, StageRecorder
+from yolokd.losses.crosskd import CrossKDLoss, CrossKDParams, moment_align
+
+BRANCH = "one2many"
+
+
+def _model(name: str, seed: int) -> DetectionModel:
+    """An untrained model in eval mode whose BatchNorm statistics come from one random batch.
+
+    With the initial running statistics (mean 0, var 1), activations of an untrained model shrink layer by layer
+    and its head outputs are nearly constant; calibrated statistics keep every feature O(1).
+    """
+    torch.manual_seed(seed)
+    model = DetectionModel(name, nc=3, verbose=False)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.momentum = 1.0
+    with torch.no_grad():
+        model.train()(torch.rand(4, 3, 64, 64))
+    return model.eval()
+
+
+def _frozen(model: DetectionModel) -> DetectionModel:
+    return model.requires_grad_(False)
+
+
+def _view(model: DetectionModel, images: torch.Tensor, parts: tuple[str, ...]) -> View:
+    """Eval-mode forward under raw_outputs, with the loss's stage points recorded."""
+    adapter = DetectHeadAdapter(model)
+    recorder = StageRecorder(adapter, (BRANCH,), parts)
+    recorder.attach()
+    try:
+        with adapter.raw_outputs():
+            raw = adapter.split_branches(model(images))[BRANCH]
+        return adapter.build_view(raw, recorder.stages(BRANCH) if parts else None)
+    finally:
+        recorder.detach()
+
+
+def _targets(view: View) -> Targets:
+    batch, anchors, _ = view.cls_logits.shape
+    fg_mask = torch.zeros(batch, anchors, dtype=torch.bool)
+    fg_mask[:, :4] = True
+    return Targets(
+        fg_mask=fg_mask,
+        gt_index=torch.zeros(batch, anchors, dtype=torch.long),
+        target_boxes=torch.zeros(batch, anchors, 4),
+        gt_boxes=torch.zeros(batch, 0, 4),
+        gt_labels=torch.zeros(batch, 0, dtype=torch.long),
+        gt_mask=torch.zeros(batch, 0, dtype=torch.bool),
+        image_size=torch.tensor([64.0, 64.0]),
+    )
+
+
+def _loss_and_views(teacher, student, stage: int, images=None):
+    images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) if images is None else images
+    loss = CrossKDLoss(CrossKDParams(stage=stage), DetectHeadAdapter(teacher).spec, DetectHeadAdapter(student).spec)
+    with torch.no_grad():
+        teacher_view = _view(teacher, images, loss.stage_parts)
+    return loss, _view(student, images, loss.stage_parts), teacher_view
+
+
+@pytest.fixture(scope="module")
+def teacher():
+    """A frozen YOLOv8n stand-in teacher (nc=3)."""
+    return _frozen(_model("yolov8n.yaml", seed=0))
+
+
+def test_moment_align_gives_teacher_moments():
+    """The aligned feature has the teacher's per-channel mean and (population) std over B·H·W."""
+    student = torch.randn(2, 3, 4, 5, dtype=torch.float64)
+    teacher = torch.randn(2, 3, 4, 5, dtype=torch.float64) * torch.tensor([1.0, 3.0, 0.5]).view(1, 3, 1, 1) + 2
+    std, mean = torch.std_mean(moment_align(student, teacher), dim=(0, 2, 3), correction=0)
+    teacher_std, teacher_mean = torch.std_mean(teacher, dim=(0, 2, 3), correction=0)
+    assert torch.allclose(mean, teacher_mean) and torch.allclose(std, teacher_std, rtol=1e-5)
+
+
+def test_moment_align_invariant_to_positive_affine_change():
+    """a * h + b with a > 0 per channel aligns to the same tensor as h."""
+    student, teacher = torch.randn(2, 3, 4, 4, dtype=torch.float64), torch.randn(2, 3, 4, 4, dtype=torch.float64)
+    scale, shift = torch.tensor([0.5, 2.0, 7.0]).view(1, 3, 1, 1), torch.tensor([1.0, -3.0, 0.2]).view(1, 3, 1, 1)
+    assert torch.allclose(moment_align(scale * student + shift, teacher), moment_align(student, teacher), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("name", "stage"), [("yolov8n.yaml", 0), ("yolov8n.yaml", 1), ("yolov8n.yaml", 2), ("yolo11n.yaml", 1)]
+)
+def test_identical_teacher_and_student_give_zero_loss(name, stage):
+    """Same weights and architecture: the cross-head pass reproduces the teacher, both terms ~0."""
+    teacher = _frozen(_model(name, seed=0))
+    student = copy.deepcopy(teacher).requires_grad_(True)
+    loss, student_view, teacher_view = _loss_and_views(teacher, student, stage)
+    terms = loss(student_view, teacher_view, _targets(student_view))
+    assert set(terms) == {"crosskd_cls", "crosskd_loc"}
+    assert all(abs(term.item()) < 1e-5 for term in terms.values()), terms
+
+
+def test_identical_direct_regression_heads_reproduce_teacher_outputs():
+    """YOLO26 twins (reg_max=1): cross-head logits and ltrb equal the teacher's, so the cls term is ~0.
+
+    The GIoU term is not asserted: an untrained YOLO26 predicts negative ltrb, i.e. degenerate boxes, whose GIoU
+    with themselves is not 1.
+    """
+    teacher = _frozen(_model("yolo26n.yaml", seed=0))
+    loss, student_view, teacher_view = _loss_and_views(teacher, copy.deepcopy(teacher).requires_grad_(True), 1)
+    cross = loss.cross_head_outputs(student_view, teacher_view)
+    assert torch.allclose(cross["box"], teacher_view.box_output, atol=1e-3)
+    assert torch.allclose(cross["cls"], teacher_view.cls_logits, atol=1e-3)
+    assert loss(student_view, teacher_view, _targets(student_view))["crosskd_cls"].item() < 1e-5
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_each_stage_runs_and_gives_positive_terms(teacher, stage):
+    """Every cut point runs on a different student; both terms are finite and > 0."""
+    loss, student_view, teacher_view = _loss_and_views(teacher, _model("yolov8n.yaml", seed=1), stage)
+    terms = loss(student_view, teacher_view, _targets(student_view))
+    assert all(torch.isfinite(term) and term > 0 for term in terms.values()), terms
+
+
+def test_teacher_parameters_never_get_grad(teacher):
+    """Backward through the cross-head pass leaves every teacher parameter without .grad."""
+    loss, student_view, teacher_view = _loss_and_views(teacher, _model("yolov8n.yaml", seed=1), 1)
+    sum(loss(student_view, teacher_view, _targets(student_view)).values()).backward()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_student_gets_grad_before_the_cut_only(teacher, stage):
+    """Head stages before the cut (and the neck) get KD gradient; stages after it and the predictors get none."""
+    student = _model("yolov8n.yaml", seed=1)
+    loss, student_view, teacher_view = _loss_and_views(teacher, student, stage)
+    sum(loss(student_view, teacher_view, _targets(student_view)).values()).backward()
+    adapter = DetectHeadAdapter(student)
+    for part in ("box", "cls"):
+        for tower in adapter.branch_modules(BRANCH, part):
+            for index, module in enumerate(tower):
+                grads = [p.grad for p in module.parameters()]
+                if index < stage:
+                    assert all(g is not None and g.abs().sum() > 0 for g in grads), (part, index)
+                else:
+                    assert all(g is None for g in grads), (part, index)
+    neck = student.model[-2]
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in neck.parameters())
+
+
+@pytest.mark.parametrize(("term", "part"), [("crosskd_cls", "cls"), ("crosskd_loc", "box")])
+def test_gradient_reaches_student_features_through_teacher_tail(teacher, term, part):
+    """Each term sends a non-zero gradient through the teacher's tower of its own part into the student's cut."""
+    loss, student_view, teacher_view = _loss_and_views(teacher, _model("yolov8n.yaml", seed=1), 1)
+    leaves = {
+        key: [[t.detach().requires_grad_(True) for t in stage] for stage in v] for key, v in student_view.stages.items()
+    }
+    student_view.stages = leaves
+    loss(student_view, teacher_view, _targets(student_view))[term].backward()
+    assert all(t.grad is not None and t.grad.abs().sum() > 0 for t in leaves[f"{part}_preact"][0])
+    other = "box" if part == "cls" else "cls"
+    assert all(t.grad is None for t in leaves[f"{other}_preact"][0])
+
+
+def test_invariant_to_positive_affine_change_of_student_stage(teacher):
+    """Scaling (a > 0) and shifting the student's stage-0 pre-activation per channel leaves both terms unchanged."""
+    loss, student_view, teacher_view = _loss_and_views(teacher, _model("yolov8n.yaml", seed=1), 1)
+    targets = _targets(student_view)
+    before = loss(student_view, teacher_view, targets)
+    generator = torch.Generator().manual_seed(3)
+    for key in ("box_preact", "cls_preact"):
+        width = student_view.stages[key][0][0].shape[1]
+        scale = torch.rand(1, width, 1, 1, generator=generator) * 4 + 0.1
+        shift = torch.randn(1, width, 1, 1, generator=generator) * 3
+        student_view.stages[key][0] = [scale * t + shift for t in student_view.stages[key][0]]
+    after = loss(student_view, teacher_view, targets)
+    for name, value in before.items():
+        assert after[name].item() == pytest.approx(value.item(), rel=1e-3), name
+
+
+@pytest.mark.parametrize(("stage", "preactivation"), [(0, False), (1, True), (2, False)])
+def test_run_tail_reproduces_the_heads_own_outputs(stage, preactivation):
+    """The adapter's run_tail from each stage, on the model's own recorded input, equals its forward outputs."""
+    model = _frozen(_model("yolo11n.yaml", seed=0))
+    parts = ("box_preact", "cls_preact") if preactivation else ("box", "cls")
+    view = _view(model, torch.rand(1, 3, 64, 64), parts)
+    adapter = DetectHeadAdapter(model)
+    for part, output in (("box", view.box_output), ("cls", view.cls_logits)):
+        inputs = view.feats if stage == 0 else view.stages[part + ("_preact" if preactivation else "")][stage - 1]
+        tail = [adapter.run_tail(BRANCH, part, lv, stage, x, preactivation).flatten(2) for lv, x in enumerate(inputs)]
+        assert torch.allclose(torch.cat(tail, 2).transpose(1, 2), output, atol=1e-5), part
+
+
+def test_half_precision_teacher_runs_and_returns_fp32(teacher):
+    """An fp16 teacher (CUDA + AMP storage) with an fp32 student: fp32 terms close to the fp32 teacher's."""
+    student = _model("yolov8n.yaml", seed=1)
+    loss, student_view, teacher_view = _loss_and_views(teacher, student, 1)
+    reference = loss(student_view, teacher_view, _targets(student_view))
+    half_teacher = copy.deepcopy(teacher).half()
+    half_loss = CrossKDLoss(CrossKDParams(), DetectHeadAdapter(half_teacher).spec, DetectHeadAdapter(student).spec)
+    with torch.no_grad():
+        half_view = _view(
+            half_teacher,
+            torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)).half(),
+            half_loss.stage_parts,
+        )
+    terms = half_loss(student_view, half_view, _targets(student_view))
+    sum(terms.values()).backward()
+    for name, value in terms.items():
+        assert value.dtype == torch.float32 and value.item() == pytest.approx(reference[name].item(), rel=0.05)
+    assert student.model[-1].cv2[0][0].conv.weight.grad.abs().sum() > 0
+
+
+def test_tail_pass_is_not_recorded_by_teacher_hooks(teacher):
+    """The teacher's stage hooks ignore run_tail, so its recorded (detached) tensors are not replaced."""
+    adapter = DetectHeadAdapter(teacher)
+    recorder = StageRecorder(adapter, (BRANCH,), ("box", "cls", "box_preact", "cls_preact"))
+    recorder.attach()
+    try:
+        with torch.no_grad(), adapter.raw_outputs():
+            teacher(torch.rand(1, 3, 64, 64))
+        before = dict(recorder.outputs)
+        adapter.run_tail(BRANCH, "box", 0, 0, torch.randn(1, 64, 8, 8, requires_grad=True))
+        assert recorder.outputs.keys() == before.keys()
+        assert all(recorder.outputs[key] is value for key, value in before.items())
+    finally:
+        recorder.detach()
+
+
+def test_stage_out_of_range_is_a_clear_error():
+    """stage=3 is a ValueError listing the valid stages; in a config it is a ConfigError at distill.0.stage."""
+    with pytest.raises(ValueError, match=r"stage=3 is out of range: valid stages are 0, 1, 2"):
+        CrossKDParams(stage=3)
+    config = {
+        "model": "yolov8n.yaml",
+        "data": "coco.yaml",
+        "teacher": "t.pt",
+        "distill": [{"loss": "crosskd", "stage": 3}],
+    }
+    with pytest.raises(ConfigError, match=r"distill\.0\.stage: stage=3 is out of range"):
+        load_experiment(config)
+
+
+def test_stage0_on_one2one_branch_is_refused():
+    """Ultralytics detaches the one2one head's inputs: stage 0 there would only train the aligner, so it is refused."""
+    with pytest.raises(ValueError, match="stage=0 cannot distil the one2one branch"):
+        CrossKDParams(stage=0, branch="one2one")
+
+
+def test_spec_without_adapter_is_refused():
+    """A hand-written teacher spec (no adapter, so no layers to run) is a ValueError naming the fix."""
+    spec = HeadSpec("test head", 3, (8.0,), 16, ("one2many",), (16,), {"box": 16, "cls": 16})
+    with pytest.raises(ValueError, match=r"DetectHeadAdapter\(teacher\)\.spec"):
+        CrossKDLoss(CrossKDParams(), spec, spec)
+
+
+def test_different_widths_get_trainable_aligners():
+    """A YOLO11s teacher for a YOLOv8n student: 1x1 aligners map the student's cut widths to the teacher's."""
+    teacher_spec = DetectHeadAdapter(_model("yolo11s.yaml", seed=0)).spec
+    student_spec = DetectHeadAdapter(_model("yolov8n.yaml", seed=1)).spec
+    loss = CrossKDLoss(CrossKDParams(), teacher_spec, student_spec)
+    cls_conv = loss.aligners["cls"].convs[0]
+    assert (cls_conv.in_channels, cls_conv.out_channels) == (64, 128)
+    assert isinstance(loss.aligners["box"].convs[0], torch.nn.Identity)  # 64 -> 64
+
+
+def test_negative_ltrb_of_direct_regression_heads_is_clamped():
+    """reg_max=1: a cross-head prediction with negative ltrb (a flipped box) decodes to a point; 1 - GIoU is then 1."""
+    spec = DetectHeadAdapter(DetectionModel("yolo26n.yaml", nc=3, verbose=False)).spec
+    loss = CrossKDLoss(CrossKDParams(), spec, spec)
+    anchors = 3
+    teacher_view = View(
+        feats=[torch.zeros(1, 64, 1, anchors)],
+        cls_logits=torch.full((1, anchors, 3), 50.0),  # w_a = σ(50) = 1
+        box_output=torch.ones(1, anchors, 4),  # a 2x2 box around each anchor
+        boxes=torch.zeros(1, anchors, 4),
+        anchors=torch.tensor([[0.5, 0.5], [1.5, 0.5], [2.5, 0.5]]),
+        strides=torch.full((anchors, 1), 8.0),
+        reg_max=1,
+    )
+    cross_box = torch.full((1, anchors, 4), -5.0, requires_grad=True)
+    loss.cross_head_outputs = lambda student, teacher: {"box": cross_box, "cls": teacher.cls_logits.clone()}
+    terms = loss(teacher_view, teacher_view, _targets(teacher_view))  # N_pos = 3
+    assert terms["crosskd_loc"].item() == pytest.approx(4.0 * anchors * 1.0 / 3, rel=1e-5)  # loc_weight Σ w (1-GIoU)

@@ -1,0 +1,103 @@
+"""LD: Localization Distillation for Dense Object Detection.
+
+Zheng et al., CVPR 2022, https://arxiv.org/abs/2102.12252 (code: https://github.com/HikariTJU/LD).
+
+A DFL head predicts, per anchor and box side, a distribution over R bins. LD softens the teacher's and the
+student's distributions with a temperature T and pulls the student's towards the teacher's with
+``KL(softmax(d_t/T) || softmax(d_s/T)) * T²`` on the student's positive anchors, each weighted by the student's
+own (detached) top class score ``sg(max_c σ(s_ac))``. Defaults T = 10, weight 0.25 (the authors' GFL configs).
+
+YOLO adaptation: the reference code averages the pointwise KL over the bins (``.mean(1)``) and over the four
+sides (``avg_factor=4``) and sums over positive anchors without normalising by their number; yolokd keeps both
+means (``dfl_kl / (4R)`` per anchor) and divides by the student's N_pos, as every yolokd term is (the trainer then
+multiplies by the batch size, as Ultralytics does for its own loss), so the weight keeps its ratio to the DFL loss
+whatever the number of objects. Positives are the student's TAL assignment (``Targets.fg_mask``). LD needs DFL
+heads (reg_max > 1) with the same R on both sides: YOLO26 (reg_max = 1, direct ltrb) is refused when the run is
+built; use ``bckd`` (IoU-based localisation KD) or ``crosskd`` (GIoU for reg_max = 1 teachers) instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from yolokd.engine.views import Targets, View
+from yolokd.heads.detect import HeadSpec
+from yolokd.losses.base import DistillLoss, LossParams
+
+
+def dfl_kl(student_dist: Tensor, teacher_dist: Tensor, temperature: float) -> Tensor:
+    """Softened KL divergence between box-side distributions, per anchor.
+
+    Args:
+        student_dist: (N, 4, R) student DFL bin logits (ltrb sides).
+        teacher_dist: (N, 4, R) teacher DFL bin logits (detached here).
+        temperature: T > 0.
+
+    Returns:
+        (N,) ``Σ_sides Σ_bins softmax(t/T) (log softmax(t/T) - log softmax(s/T)) * T²``, clamped at 0 (float
+        rounding makes the KL of near-equal distributions slightly negative otherwise).
+    """
+    teacher_log_probs = F.log_softmax(teacher_dist.detach() / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_dist / temperature, dim=-1)
+    pointwise = teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)
+    return pointwise.sum(dim=(1, 2)).clamp(min=0) * temperature**2
+
+
+@dataclass
+class LDParams(LossParams):
+    """LD weight and temperature (the authors' GFL defaults).
+
+    Attributes:
+        weight: weight of the localisation distillation term.
+        temperature: T, softens both distributions; the KL is multiplied by T².
+    """
+
+    weight: float = 0.25
+    temperature: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.weight < 0:
+            raise ValueError(f"weight={self.weight} must be >= 0")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature={self.temperature} must be > 0")
+
+
+class LDLoss(DistillLoss):
+    """LD on a YOLO DFL head: ``ld_loc = weight * Σ_pos sg(max_c σ(s)) * dfl_kl / (4R) / N_pos``."""
+
+    name = "ld"
+    Params = LDParams
+    term_suffixes = ("loc",)
+
+    def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
+        """Both heads must be DFL heads with the same number of bins."""
+        super().check_pair(teacher_head, student_head)
+        for role, head in (("teacher", teacher_head), ("student", student_head)):
+            if head.reg_max <= 1:
+                raise ValueError(
+                    f"loss 'ld' distils DFL box distributions, but the {role} ({head.family}) has reg_max="
+                    f"{head.reg_max} (direct ltrb regression, no distribution). Use 'bckd' (IoU-based localisation "
+                    "KD) or 'crosskd' (GIoU for reg_max=1 teachers) instead"
+                )
+        if teacher_head.reg_max != student_head.reg_max:
+            raise ValueError(
+                f"loss 'ld' needs the same DFL bins on both sides: teacher reg_max={teacher_head.reg_max}, student "
+                f"reg_max={student_head.reg_max}. Use 'bckd' (compares decoded boxes) instead"
+            )
+
+    def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
+        reg_max = student.reg_max
+        student_dist = student.box_distribution().float().reshape(-1, 4, reg_max)
+        teacher_dist = teacher.box_distribution().float().reshape(-1, 4, reg_max)
+        # Every anchor is computed and negatives are zeroed (a boolean gather would sync with the host each step).
+        score_weight = student.cls_logits.detach().float().amax(dim=-1).sigmoid() * targets.fg_mask  # (B, A)
+        kl = dfl_kl(student_dist, teacher_dist, self.params.temperature) / (4 * reg_max)
+        term = (score_weight.reshape(-1) * kl).sum() / targets.num_positives
+        return {self.term_names[0]: self.params.weight * term}
+
+
+__all__ = ["LDLoss", "LDParams", "dfl_kl"]
