@@ -47,7 +47,9 @@ Resume:
 
 COMMAND_SUMMARIES = {
     "train": "train a student with a teacher and distillation losses",
-    "val": "validate a trained model (Ultralytics val)",
+    "val": "validate a trained or exported model (Ultralytics val: .pt, .onnx, .engine)",
+    "export": "export a student to ONNX / TensorRT, check it against PyTorch, write a report",
+    "benchmark": "per-stage latency of .pt / .onnx / .engine models; batch and precision sweeps",
     "check": "validate an experiment config and print it resolved",
     "methods": "list the distillation methods, their parameters and defaults",
     "data": "write the synthetic detection set and print its data.yaml",
@@ -62,16 +64,51 @@ Usage:
   yolokd COMMAND --help
 
 Commands:
-{chr(10).join(f"  {name:<9}{summary}" for name, summary in COMMAND_SUMMARIES.items())}
+{chr(10).join(f"  {name:<11}{summary}" for name, summary in COMMAND_SUMMARIES.items())}
 
 Examples:
   yolokd train cfg/bckd_yolov8n.yaml epochs=100 distill.0.cls_weight=2
   yolokd check cfg/bckd_yolov8n.yaml
   yolokd val model=runs/detect/train/weights/best.pt data=coco.yaml
+  yolokd export model=runs/detect/train/weights/best.pt format=onnx data=coco.yaml
+  yolokd benchmark model=best.pt,best.onnx imgsz=640 batch=1,8
 
 {CONFIG_HELP}
 {OVERRIDES_HELP}
 {RESUME_HELP}"""
+
+EXPORT_HELP = """\
+Usage: yolokd export model=best.pt [format=onnx|engine] [profile=export/NAME.yaml] [key=value ...]
+
+Export with Ultralytics' exporter, then check the export (on by default) and write <stem>.export.{json,md}
+next to it. Options (a profile sets any of them; key=value wins over the profile):
+  format=onnx|engine   engine = TensorRT, built here for this GPU and TensorRT version; also writes <stem>.plan
+                       (no Ultralytics header: trtexec, DeepStream, C++) and <stem>.trt.json (device sidecar)
+  half=true | int8=true   FP16 / INT8; INT8 calibrates on the *train* split of data= (calib_split, fraction)
+  imgsz=640 batch=1 dynamic=false nms=None workspace=GiB simplify=true opset=N device=0
+  data=data.yaml       parity images from its val split and the mAP delta of the export vs PyTorch
+  target=tensorrt      with format=onnx: an FP32 ONNX for an engine built on the device (deploy/jetson), plus
+                       <stem>.build.json and, with int8, <stem>.calib.npy (train-split calibration images)
+  checks=false         skip the checks (graph, parity, mAP, same graph as a plain model)
+Profiles: export/onnx-portable.yaml, export/jetson-orin-nano-fp16.yaml, export/jetson-orin-nano-int8.yaml
+(profile=NAME finds export/NAME.yaml). See export/README.md.
+Examples:
+  yolokd export model=best.pt format=onnx data=data.yaml
+  yolokd export model=best.pt --format engine --half true
+  yolokd export model=best.pt profile=jetson-orin-nano-int8 format=onnx data=data.yaml
+"""
+
+BENCHMARK_HELP = """\
+Usage: yolokd benchmark model=M[,M2...] [imgsz=640] [batch=1,8] [precision=fp32,fp16] [key=value ...]
+
+Time preprocess, inference, postprocess (Ultralytics NMS) and end to end for .pt (torch), .onnx (onnxruntime)
+and .engine/.plan (TensorRT), after a time-based warm-up, for at least runs= iterations and seconds= seconds.
+Comma lists sweep: every model x precision (.pt only; exports keep theirs) x batch is one row.
+  device=cpu|0  provider=auto|cpu|cuda|tensorrt (onnxruntime)  threads=N  warmup=2 runs=50 seconds=5
+  source=DIR|data.yaml (real images; default Ultralytics' bundled photos)  project=runs/benchmark name=benchmark
+Writes <project>/<name>/benchmark.{json,csv,md,png}: mean, std, min, p50/p90/p95/p99, max, throughput per stage,
+CUDA-event GPU time, peak memory, environment, compute efficiency vs the device peak where known.
+"""
 
 COMMAND_HELP = {
     "train": f"Usage: yolokd train CFG.yaml [key=value ...]\n       yolokd train resume=path/to/last.pt\n\n"
@@ -79,7 +116,10 @@ COMMAND_HELP = {
     f"{CONFIG_HELP}\n{OVERRIDES_HELP}\n{RESUME_HELP}",
     "val": "Usage: yolokd val model=best.pt data=data.yaml [key=value ...]\n\n"
     "Validate a trained model with Ultralytics (any val argument: imgsz, batch, conf, iou, split, device...)\n"
-    "and print its metrics.\n",
+    "and print its metrics. Exports validate too (model=best.onnx, model=best.engine): their input size and\n"
+    "batch come from the export.\n",
+    "export": EXPORT_HELP,
+    "benchmark": BENCHMARK_HELP,
     "check": f"Usage: yolokd check CFG.yaml [key=value ...]\n\n"
     f"Validate an experiment config with its overrides and print the resolved experiment as YAML, every\n"
     f"method parameter spelled out (what `yolokd train` would run).\n\n{CONFIG_HELP}\n{OVERRIDES_HELP}",
@@ -205,6 +245,38 @@ def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
         print(f"{key:<24}{value:.4f}")
 
 
+def _export(positionals: list[str], overrides: dict[str, Any]) -> None:
+    _no_positionals("export", positionals, "yolokd export model=best.pt format=onnx|engine [key=value ...]")
+    model = overrides.pop("model", None)
+    if not model:
+        raise ValueError("model: 'export' needs model=path/to/best.pt")
+    from yolokd.export.exporter import export_model
+    from yolokd.export.plan import TensorRTUnavailableError
+
+    try:
+        result = export_model(model, overrides.pop("profile", None), **overrides)
+    except TensorRTUnavailableError as error:
+        raise ValueError(f"format=engine: {error}") from error
+    for name, path in result.files.items():
+        print(f"{name:<14}{path}")
+    for warning in result.warnings:
+        print(f"yolokd: WARNING: {warning}", file=sys.stderr)
+    if result.problems:
+        raise ValueError(f"export checks failed ({'; '.join(result.problems)}); see {result.files['report_md']}")
+
+
+def _benchmark(positionals: list[str], overrides: dict[str, Any]) -> None:
+    _no_positionals("benchmark", positionals, "yolokd benchmark model=best.pt,best.onnx imgsz=640 batch=1,8")
+    if not overrides.get("model"):
+        raise ValueError("model: 'benchmark' needs model=path (or a comma list of .pt/.onnx/.engine files)")
+    from yolokd.export.benchmark import run_benchmark
+
+    _check_keywords(run_benchmark, overrides, "benchmark")
+    result = run_benchmark(**overrides)
+    print(result.files["md"].read_text())
+    print(f"yolokd: benchmark saved to {result.folder}")
+
+
 def _demo(positionals: list[str], overrides: dict[str, Any]) -> None:
     _no_positionals("demo", positionals, "yolokd demo [key=value ...]")
     from yolokd.demo import run_demo
@@ -280,6 +352,8 @@ def attribute_docs(cls: type) -> dict[str, str]:
 COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
     "train": _train,
     "val": _val,
+    "export": _export,
+    "benchmark": _benchmark,
     "check": _check,
     "methods": _methods,
     "data": _data,

@@ -1,0 +1,297 @@
+"""``yolokd export``: Ultralytics' exporter, then the plan and sidecar of engines, the checks, and the report.
+
+The student in ``best.pt`` is a plain Ultralytics model, so the export is Ultralytics' own (``YOLO(model).export``).
+What yolokd adds: target profiles, INT8 calibration on the *train* split (Ultralytics calibrates on ``val`` unless
+told), the raw ``.plan`` + ``.trt.json`` sidecar of engines, files for an engine built on the device, the checks
+(graph, parity with PyTorch, mAP delta, no KD residue) and ``<stem>.export.{json,md}`` next to the exported file.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from yolokd.export import checks, images, plan, runners
+from yolokd.export.hardware import package_versions
+from yolokd.export.profiles import ExportOptions, resolve_options
+from yolokd.export.report import write_export_report
+
+REPORT_SCHEMA = "yolokd.export/1"
+VERSIONED = ("yolokd", "ultralytics", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy")
+
+
+@dataclass
+class ExportResult:
+    """What ``export_model`` wrote and found.
+
+    Attributes:
+        path (Path): the exported model (``.onnx`` or ``.engine``).
+        files (dict[str, Path]): every file written (model, plan, sidecar, build recipe, calibration, reports).
+        report (dict): the export report (also in ``files["report_json"]``).
+        problems (list[str]): failed checks (empty: every check passed or was skipped).
+        warnings (list[str]): loud findings that do not fail the export (e.g. an INT8 mAP drop above 1 point).
+    """
+
+    path: Path
+    files: dict[str, Path]
+    report: dict[str, Any]
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def ultralytics_args(options: ExportOptions) -> dict[str, Any]:
+    """``YOLO.export`` keyword arguments for the options (precision as Ultralytics' ``quantize``)."""
+    quantize = None if options.device_build else {"int8": 8, "fp16": 16}.get(options.precision)
+    args: dict[str, Any] = dict(
+        format=options.format,
+        imgsz=options.imgsz,
+        batch=options.batch,
+        dynamic=options.dynamic,
+        simplify=options.simplify,
+        nms=options.nms,
+        verbose=False,
+    )
+    if options.opset is not None:
+        args["opset"] = options.opset
+    if quantize is not None:
+        args["quantize"] = quantize
+    if options.format == "engine":
+        args.update(workspace=options.workspace, device=options.device or "0")
+    elif options.device is not None:
+        args["device"] = options.device
+    if quantize == 8:  # Ultralytics calibrates on args.split ("val" unless set): keep validation images unseen
+        args.update(data=options.data, fraction=options.fraction, split=options.calib_split)
+    return args
+
+
+def export_model(model: str | Path, profile: str | Path | None = None, **overrides: Any) -> ExportResult:
+    """Export ``model`` (a ``.pt``) with a profile and key=value overrides; run the checks; write the report."""
+    from ultralytics import YOLO
+
+    options = resolve_options(profile, **overrides)
+    model = Path(model)
+    if model.suffix != ".pt" or not model.is_file():
+        raise FileNotFoundError(f"model: {model} is not an existing .pt checkpoint")
+    if options.format == "engine":
+        plan.import_tensorrt()
+        if not torch.cuda.is_available():
+            raise plan.TensorRTUnavailableError("format=engine builds on a CUDA GPU and torch sees none here")
+    student = YOLO(str(model))
+    start = time.perf_counter()
+    exported = Path(student.export(**ultralytics_args(options)))
+    files = {"model": exported}
+    if options.format == "engine":
+        files.update(engine_files(exported, options, model))
+    if options.device_build:
+        files.update(device_build_files(exported, options, model))
+    report = base_report(student, model, exported, options, time.perf_counter() - start, profile)
+    problems: list[str] = []
+    warnings: list[str] = []
+    if options.checks:
+        report["checks"] = run_checks(student, exported, files, options, problems, warnings)
+    else:
+        report["checks"] = "skipped (checks=false)"
+    report.update(problems=problems, warnings=warnings, passed=not problems)
+    report["files"] = {name: {"path": str(path), "bytes": path.stat().st_size} for name, path in files.items()}
+    files.update(write_export_report(report, exported))
+    return ExportResult(exported, files, report, problems, warnings)
+
+
+def base_report(student: Any, source: Path, exported: Path, options: ExportOptions, seconds: float, profile) -> dict:
+    """Source model, options, precision and versions (the checks and files are added after)."""
+    from ultralytics.utils.torch_utils import get_flops
+
+    height, width = images.image_size(options.imgsz)
+    return {
+        "schema": REPORT_SCHEMA,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": {
+            "model": str(source),
+            "architecture": student.model.yaml.get("yaml_file"),
+            "classes": len(student.names),
+            "parameters": sum(p.numel() for p in student.model.parameters()),
+            "gflops": round(get_flops(deepcopy(student.model).fuse(verbose=False), [height, width]), 3),
+            "imgsz": [height, width],
+        },
+        "exported": str(exported),
+        "profile": str(profile) if profile else None,
+        "options": asdict(options),
+        "precision": options.precision,
+        "file_precision": "fp32" if options.device_build else options.precision,
+        "export_seconds": round(seconds, 2),
+        "versions": package_versions(VERSIONED),
+    }
+
+
+def engine_files(engine: Path, options: ExportOptions, source: Path) -> dict[str, Path]:
+    """Write ``<stem>.plan`` (no Ultralytics header) and ``<stem>.trt.json`` (device, TensorRT, I/O, precision)."""
+    trt = plan.import_tensorrt()
+    plan_path = plan.write_plan(engine)
+    plan_bytes = plan_path.read_bytes()
+    deserialized = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_bytes)
+    device = torch.device(f"cuda:{options.device}" if str(options.device or 0).isdigit() else options.device)
+    major, minor = torch.cuda.get_device_capability(device)
+    gpu = {"gpu_name": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
+    sidecar = plan.make_sidecar(
+        plan_bytes, plan.current_device(gpu), options.precision, plan.engine_io(deserialized), str(source)
+    )
+    sidecar.update(
+        imgsz=list(images.image_size(options.imgsz)),
+        batch=options.batch,
+        dynamic=options.dynamic,
+        workspace_gib=options.workspace,
+    )
+    return {"plan": plan_path, "sidecar": plan.write_sidecar(plan.sidecar_path(engine), sidecar)}
+
+
+def device_build_files(onnx_path: Path, options: ExportOptions, source: Path) -> dict[str, Path]:
+    """For an engine built on the device: ``<stem>.build.json`` (the recipe) and, for INT8, ``<stem>.calib.npy``."""
+    files: dict[str, Path] = {}
+    height, width = images.image_size(options.imgsz)
+    calibration = None
+    if options.int8:
+        split = images.split_images(options.data, options.calib_split)
+        split = split[: max(1, round(len(split) * options.fraction))]
+        chosen = images.pick(split, options.calib_images)
+        calibration = onnx_path.with_name(f"{onnx_path.stem}.calib.npy")
+        np.save(calibration, images.letterbox(images.read_images(chosen), (height, width)))
+        files["calibration"] = calibration
+    recipe = {
+        "onnx": onnx_path.name,
+        "precision": options.precision,
+        "imgsz": [height, width],
+        "batch": options.batch,
+        "dynamic": options.dynamic,
+        "workspace_gib": options.workspace,
+        "calibration": calibration.name if calibration else None,
+        "calibration_split": options.calib_split if calibration else None,
+        "description": options.description,
+        "source": str(source),
+    }
+    files["build_recipe"] = onnx_path.with_name(f"{onnx_path.stem}.build.json")
+    files["build_recipe"].write_text(json.dumps(recipe, indent=1) + "\n")
+    return files
+
+
+def run_checks(student, exported: Path, files: dict, options: ExportOptions, problems: list, warnings: list) -> dict:
+    """Graph, parity and (with data) mAP; no-KD-residue comparison with a plain export. Appends to problems/warnings."""
+    from ultralytics.utils import LOGGER
+
+    result: dict[str, Any] = {}
+    onnx_path = exported if exported.suffix == ".onnx" else exported.with_suffix(".onnx")
+    height, width = images.image_size(options.imgsz)
+    nc = len(student.names)
+    if onnx_path.is_file():
+        result["graph"] = checks.check_onnx_graph(onnx_path, options.batch, (height, width), options.dynamic, nc)
+        problems += result["graph"]["problems"]
+    precision = "fp32" if options.device_build else options.precision
+    result["parity"] = parity_check(student, exported, options, precision)
+    problems += result["parity"]["problems"]
+    if options.data:
+        result["map"] = map_check(student, exported, options, precision)
+        delta = result["map"]["delta"]["metrics/mAP50-95(B)"]
+        if result["map"]["failed"]:
+            problems.append(f"mAP50-95 {delta:+.4f} vs PyTorch, beyond the {precision} tolerance")
+        if result["map"]["flagged"]:
+            warnings.append(f"INT8 LOSES {-100 * delta:.2f} mAP50-95 POINTS vs PyTorch (more than 1): check it")
+            LOGGER.warning("!" * 80 + f"\nyolokd export: {warnings[-1]}\n" + "!" * 80)
+    if options.compare_plain and onnx_path.is_file() and precision != "int8":
+        result["plain"] = plain_comparison(student, onnx_path, options)
+        if not result["plain"]["same_graph"]:
+            problems.append(f"graph differs from a plain {result['plain']['architecture']} export: {result['plain']}")
+    return result
+
+
+def _predict(runner: runners.Runner, batch: np.ndarray) -> torch.Tensor:
+    """Run uint8 (N, 3, h, w) images through a runner in chunks of its fixed batch (last chunk padded)."""
+    size = runner.fixed_batch or len(batch)
+    outputs = []
+    for start in range(0, len(batch), size):
+        chunk = batch[start : start + size]
+        padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)]) if len(chunk) < size else chunk
+        tensor = torch.from_numpy(padded).to(runner.device).float() / 255
+        outputs.append(runner(tensor)[: len(chunk)].float().cpu())
+    return torch.cat(outputs)
+
+
+def parity_check(student, exported: Path, options: ExportOptions, precision: str) -> dict[str, Any]:
+    """The export vs the fp32 PyTorch student on real images (the val split of data, else Ultralytics' assets)."""
+    height, width = images.image_size(options.imgsz)
+    files = images.split_images(options.data, "val") if options.data else images.default_images()
+    batch = images.letterbox(images.read_images(images.pick(files, options.parity_images)), (height, width))
+    runner = runners.open_runner(exported, device="0" if exported.suffix == ".engine" else "cpu")
+    reference_model = deepcopy(student.model).float().eval()
+    if hasattr(reference_model, "end2end"):
+        reference_model.end2end = options.nms is False and runner.end2end
+    with torch.inference_mode():
+        reference = reference_model(torch.from_numpy(batch).float() / 255)
+    reference = reference[0] if isinstance(reference, (list, tuple)) else reference
+    reference_end2end = bool(getattr(reference_model, "end2end", False))
+    result = checks.parity(
+        reference,
+        reference_end2end,
+        _predict(runner, batch),
+        runner.end2end,
+        len(student.names),
+        max(height, width),
+        conf=0.25 if options.nms else 0.001,
+        tie=checks.TOLERANCES[precision].score_abs,
+    )
+    result.update(
+        images=[str(f) for f in images.pick(files, options.parity_images)],
+        precision=precision,
+        tolerance=checks.tolerance_dict(precision),
+        problems=checks.parity_problems(result, precision),
+    )
+    return result
+
+
+def map_check(student, exported: Path, options: ExportOptions, precision: str) -> dict[str, Any]:
+    """mAP of the fp32 PyTorch student and of the export on data's val split, square letterbox for both."""
+    from ultralytics import YOLO
+
+    height, width = images.image_size(options.imgsz)
+    device = "0" if exported.suffix == ".engine" else (options.device or "cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        common = dict(data=options.data, split="val", device=device, plots=False, verbose=False, project=folder)
+        torch_metrics = student.val(imgsz=[height, width], batch=options.batch, rect=False, name="pt", **common)
+        export_metrics = YOLO(str(exported), task="detect").val(name="export", **common)
+    return checks.map_comparison(torch_metrics.results_dict, export_metrics.results_dict, precision)
+
+
+def plain_comparison(student, onnx_path: Path, options: ExportOptions) -> dict[str, Any]:
+    """Export a plain, never-distilled model of the student's architecture the same way; compare the two graphs."""
+    from ultralytics import YOLO
+    from ultralytics.nn.tasks import DetectionModel
+
+    plain = DetectionModel(deepcopy(student.model.yaml), nc=len(student.names), verbose=False)
+    plain.names = dict(student.names)
+    args = {**ultralytics_args(options), "format": "onnx"}
+    args.pop("workspace", None)
+    if args.get("device") is not None and options.format == "engine":
+        args.pop("device")
+    with tempfile.TemporaryDirectory() as folder:
+        checkpoint = Path(folder) / "plain.pt"
+        torch.save({"model": plain, "train_args": {}}, checkpoint)
+        plain_onnx = Path(YOLO(str(checkpoint)).export(**args))
+        plain_signature = checks.graph_signature(plain_onnx)
+    signature = checks.graph_signature(onnx_path)
+    return {
+        "architecture": student.model.yaml.get("yaml_file"),
+        "same_graph": signature == plain_signature,
+        "exported": signature,
+        "plain": plain_signature,
+        "torch_parameters": {
+            "student": sum(p.numel() for p in student.model.parameters()),
+            "plain": sum(p.numel() for p in plain.parameters()),
+        },
+    }

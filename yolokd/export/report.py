@@ -1,0 +1,94 @@
+"""The export report: ``<stem>.export.json`` (everything) and ``<stem>.export.md`` (for people), beside the export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def _number(value: Any, digits: int = 6) -> str:
+    return f"{value:.{digits}g}" if isinstance(value, float) else "-" if value is None else str(value)
+
+
+def _parity_lines(parity: dict[str, Any]) -> list[str]:
+    tolerance = parity["tolerance"]
+    lines = [
+        "",
+        f"## Parity with the fp32 PyTorch student ({len(parity['images'])} real images, {parity['precision']})",
+        "",
+        "| measure | value | tolerance |",
+        "|---|---:|---:|",
+    ]
+    rows = [
+        ("max abs diff (all outputs)", parity.get("max_abs_diff"), "-"),
+        ("max abs diff, boxes (px)", parity.get("max_abs_diff_boxes_px"), f"{tolerance['box_rel']:g} x imgsz"),
+        ("max abs diff, class scores", parity.get("max_abs_diff_scores"), f"<= {tolerance['score_abs']:g}"),
+        ("cosine similarity", parity.get("cosine"), f">= {tolerance['cosine']:g}"),
+        (
+            f"top-box agreement ({parity['reference_boxes']} boxes, {parity.get('agreement_kind')})",
+            parity.get("top_box_agreement"),
+            f">= {tolerance['agreement']:g}",
+        ),
+    ]
+    return lines + [f"| {name} | {_number(value)} | {limit} |" for name, value, limit in rows]
+
+
+def export_markdown(report: dict[str, Any]) -> str:
+    """The report as Markdown: files, options, checks with their tolerances, problems and warnings first."""
+    source = report["source"]
+    verdict = "PASSED" if report.get("passed") else "FAILED"
+    lines = [f"# Export report: {Path(report['exported']).name} ({report['precision']}) — checks {verdict}", ""]
+    lines += [f"- **WARNING: {warning}**" for warning in report.get("warnings", [])]
+    lines += [f"- **FAILED: {problem}**" for problem in report.get("problems", [])]
+    lines += [
+        f"- source: `{source['model']}` ({source['architecture']}, {source['classes']} classes, "
+        f"{source['parameters'] / 1e6:.3f} M parameters, {source['gflops']} GFLOPs at {source['imgsz']})",
+        f"- profile: {report.get('profile') or '-'}; exported in {report['export_seconds']} s; "
+        f"file precision {report['file_precision']}",
+        "- versions: " + ", ".join(f"{name} {version}" for name, version in report["versions"].items()),
+        "",
+        "| file | bytes |",
+        "|---|---:|",
+    ]
+    lines += [f"| `{Path(entry['path']).name}` | {entry['bytes']} |" for entry in report.get("files", {}).values()]
+    options = report["options"]
+    lines += ["", "Options: " + ", ".join(f"`{key}={value}`" for key, value in options.items() if key != "description")]
+    checks = report.get("checks")
+    if not isinstance(checks, dict):
+        return "\n".join([*lines, "", f"Checks: {checks}"]) + "\n"
+    if "graph" in checks:
+        graph = checks["graph"]
+        lines += [
+            "",
+            "## ONNX graph",
+            f"inputs {graph['inputs']}, outputs {graph['outputs']}; onnx.checker and names "
+            + ("ok" if not graph["problems"] else f"FAILED: {graph['problems']}"),
+        ]
+    lines += _parity_lines(checks["parity"])
+    if "map" in checks:
+        result = checks["map"]
+        lines += ["", "## mAP on the val split", "", "| metric | PyTorch | export | delta |", "|---|---:|---:|---:|"]
+        for key, value in result["pytorch"].items():
+            lines.append(f"| {key} | {value:.4f} | {result['exported'][key]:.4f} | {result['delta'][key]:+.4f} |")
+    if "plain" in checks:
+        plain = checks["plain"]
+        lines += [
+            "",
+            "## No KD residue",
+            f"same graph as a plain `{plain['architecture']}` export: "
+            f"{plain['same_graph']} ({plain['exported']['nodes']} nodes, {plain['exported']['parameters']} weight "
+            f"elements read; PyTorch parameters {plain['torch_parameters']})",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_export_report(report: dict[str, Any], exported: Path) -> dict[str, Path]:
+    """Write ``<stem>.export.json`` and ``<stem>.export.md`` next to the exported model."""
+    paths = {
+        "report_json": exported.with_name(f"{exported.stem}.export.json"),
+        "report_md": exported.with_name(f"{exported.stem}.export.md"),
+    }
+    paths["report_json"].write_text(json.dumps(report, indent=1, default=str) + "\n")
+    paths["report_md"].write_text(export_markdown(report))
+    return paths
