@@ -5,9 +5,11 @@ from yolokd.losses.bckd import BCKDLoss
 from yolokd.losses.crosskd import CrossKDLoss
 from yolokd.losses.cwd import CWDLoss
 from yolokd.losses.dfd import DFDLoss
+from yolokd.losses.fgd import FGDLoss
 from yolokd.losses.ld import LDLoss
 from yolokd.losses.mgd import MGDLoss
 from yolokd.losses.mimic import MimicLoss
+from yolokd.losses.pgd import PGDLoss
 from yolokd.losses.pkd import PKDLoss
 
 LOSSES: dict[str, type[DistillLoss]] = {
@@ -21,6 +23,8 @@ LOSSES: dict[str, type[DistillLoss]] = {
         CWDLoss,
         CrossKDLoss,
         LDLoss,
+        PGDLoss,
+        FGDLoss,
     )
 }
 
