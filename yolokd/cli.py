@@ -47,13 +47,15 @@ Resume:
 
 COMMAND_SUMMARIES = {
     "train": "train a student with a teacher and distillation losses",
-    "val": "validate a trained or exported model (Ultralytics val: .pt, .onnx, .engine)",
+    "val": "validate a trained or exported model (Ultralytics val + COCO AP/AP50/AP75/AP_S/M/L)",
     "export": "export a student to ONNX / TensorRT, check it against PyTorch, write a report",
     "benchmark": "per-stage latency of .pt / .onnx / .engine models; batch and precision sweeps",
     "check": "validate an experiment config and print it resolved",
     "methods": "list the distillation methods, their parameters and defaults",
     "data": "write the synthetic detection set and print its data.yaml",
     "demo": "small end-to-end teacher -> student run on the synthetic set",
+    "compare": "table and plots over finished runs: gain over a baseline, teacher gap closed, KD curves",
+    "study": "baseline vs methods vs Ultralytics' native KD over seeds: mean +- std, gain vs seed noise",
 }
 
 TOP_HELP = f"""\
@@ -116,8 +118,10 @@ COMMAND_HELP = {
     f"{CONFIG_HELP}\n{OVERRIDES_HELP}\n{RESUME_HELP}",
     "val": "Usage: yolokd val model=best.pt data=data.yaml [key=value ...]\n\n"
     "Validate a trained model with Ultralytics (any val argument: imgsz, batch, conf, iou, split, device...)\n"
-    "and print its metrics. Exports validate too (model=best.onnx, model=best.engine): their input size and\n"
-    "batch come from the export.\n",
+    "and print its metrics, plus COCO metrics by pycocotools (AP, AP50, AP75, AP_S, AP_M, AP_L; coco=false\n"
+    "skips them) against the split's labels converted to COCO JSON once (cached as labels/<split>.coco.json).\n"
+    "Writes <save_dir>/val_metrics.json. Exports validate too (model=best.onnx, model=best.engine): their input\n"
+    "size and batch come from the export.\n",
     "export": EXPORT_HELP,
     "benchmark": BENCHMARK_HELP,
     "check": f"Usage: yolokd check CFG.yaml [key=value ...]\n\n"
@@ -130,6 +134,15 @@ COMMAND_HELP = {
     "print the path of its data.yaml.\n",
     "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set (teacher, then a "
     "distilled student); key=value are\nthe keyword arguments of yolokd.demo.run_demo.\n",
+    "compare": "Usage: yolokd compare RUN_DIR... [baseline=DIR] [teacher=DIR] [out=runs/compare]\n\n"
+    "Final and best mAP of finished runs, gain over the baseline run and share of the teacher-student gap closed\n"
+    "(final epoch), mAP50-95 vs epoch and every KD term per epoch: compare.{md,json} and two PNGs under out.\n",
+    "study": "Usage: yolokd study [cfg=CFG.yaml] methods=bckd,mimic seeds=0,1,2 [epochs= images= imgsz= ...]\n\n"
+    "Train the baseline, each method (bckd+pkd combines two) and Ultralytics' native distill_model with the same\n"
+    "schedule for every seed; report mean +- std mAP, the seed-paired gain +- SE and whether gain > 2 SE.\n"
+    "Synthetic set and a cached teacher by default (the demo's schedule); data= teacher= cfg= for your own.\n"
+    "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device.\n"
+    "Writes study.{md,json,png}; finished runs are cached, so an interrupted study continues.\n",
 }
 
 HELP_FLAGS = ("-h", "--help")
@@ -238,11 +251,11 @@ def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
         raise ValueError("model: 'val' needs model=path/to/best.pt")
     if "/" in str(model) and not Path(model).exists():  # a bare name like yolov8n.pt is Ultralytics' to download
         raise FileNotFoundError(f"model: {model} not found")
-    from ultralytics import YOLO
+    from yolokd.evaluation.validate import validate_model
 
-    metrics = YOLO(model).val(**overrides)
-    for key, value in metrics.results_dict.items():
-        print(f"{key:<24}{value:.4f}")
+    result = validate_model(model, **overrides)
+    print(result)
+    print(f"yolokd: metrics saved to {result.files['metrics']}")
 
 
 def _export(positionals: list[str], overrides: dict[str, Any]) -> None:
@@ -349,6 +362,27 @@ def attribute_docs(cls: type) -> dict[str, str]:
     return {key: re.split(r"(?<=\.)\s", text, maxsplit=1)[0] for key, text in descriptions.items()}
 
 
+def _compare(positionals: list[str], overrides: dict[str, Any]) -> None:
+    if not positionals:
+        raise ValueError("'compare' needs run folders: yolokd compare RUN_DIR... [baseline=DIR] [teacher=DIR]")
+    from yolokd.evaluation.compare import compare_runs
+
+    _check_keywords(compare_runs, overrides, "compare")
+    result = compare_runs(positionals, **overrides)
+    print(result.markdown())
+    print(f"yolokd: comparison saved to {result.files['markdown'].parent}")
+
+
+def _study(positionals: list[str], overrides: dict[str, Any]) -> None:
+    _no_positionals("study", positionals, "yolokd study methods=bckd,mimic seeds=0,1,2 [cfg=... data=... teacher=...]")
+    from yolokd.evaluation.study import run_study
+
+    _check_keywords(run_study, overrides, "study")
+    report = run_study(**overrides)
+    print(report.markdown())
+    print(f"yolokd: study saved to {report.settings['out']}")
+
+
 COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
     "train": _train,
     "val": _val,
@@ -358,6 +392,8 @@ COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
     "methods": _methods,
     "data": _data,
     "demo": _demo,
+    "compare": _compare,
+    "study": _study,
 }
 
 if __name__ == "__main__":

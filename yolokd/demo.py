@@ -16,6 +16,24 @@ from typing import Any
 from yolokd.config import load_experiment
 from yolokd.data import make_synthetic_dataset
 
+# The demo's training schedule (also used by `yolokd study` on the synthetic set). Small CPU budget, from scratch:
+# AdamW at a fixed lr, a 1-epoch warm-up and no mosaic (at 128 px mosaic shrinks objects to a few pixels) learn
+# fastest in the few hundred steps available; validation runs once at the end, because NMS on early, unconfident
+# models costs seconds per epoch on a CPU.
+CPU_SCHEDULE: dict[str, Any] = dict(
+    deterministic=True,
+    workers=0,
+    exist_ok=True,
+    plots=False,
+    patience=0,
+    optimizer="AdamW",
+    lr0=0.002,
+    warmup_epochs=1,
+    mosaic=0.0,
+    close_mosaic=0,
+    val=False,
+)
+
 
 @dataclass
 class ModelScore:
@@ -112,27 +130,7 @@ def run_demo(
     """
     root = Path(out).resolve()
     data = make_synthetic_dataset(root / "data", num_train=images, num_val=val_images, imgsz=imgsz, seed=seed)
-    # Small CPU budget, from scratch: AdamW at a fixed lr, a 1-epoch warm-up and no mosaic (at 128 px mosaic
-    # shrinks objects to a few pixels) learn fastest in the few hundred steps available.
-    common = dict(
-        data=str(data),
-        imgsz=imgsz,
-        batch=batch,
-        seed=seed,
-        deterministic=True,
-        device=device,
-        workers=0,
-        project=str(root),
-        exist_ok=True,
-        plots=False,
-        patience=0,
-        optimizer="AdamW",
-        lr0=0.002,
-        warmup_epochs=1,
-        mosaic=0.0,
-        close_mosaic=0,
-        val=False,  # validate once at the end: NMS on early, unconfident models costs seconds per epoch on a CPU
-    )
+    common = dict(data=str(data), imgsz=imgsz, batch=batch, seed=seed, device=device, project=str(root), **CPU_SCHEDULE)
     teacher_args = {
         **common,
         "model": teacher,

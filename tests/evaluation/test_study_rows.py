@@ -1,0 +1,31 @@
+"""Study rows from ``methods=``: baseline first, combinations, a cfg's parameters, native last, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from yolokd.evaluation.study import build_rows, parse_list
+
+
+def test_rows_order_and_combination():
+    """baseline, then each method (a+b is one row with two entries), then Ultralytics' native row."""
+    rows = build_rows(["bckd", "bckd+mimic"], [], native=True)
+    assert [row.name for row in rows] == ["baseline", "bckd", "bckd+mimic", "ultralytics_native"]
+    assert rows[2].distill == [{"loss": "bckd"}, {"loss": "mimic"}] and rows[3].native and rows[0].distill == []
+
+
+def test_cfg_entry_lends_its_parameters():
+    """A method named in the cfg's distill list runs with the cfg's parameters, others with defaults."""
+    rows = build_rows(["bckd", "mimic"], [{"loss": "bckd", "loc_weight": 2.0}], native=False)
+    assert rows[1].distill == [{"loss": "bckd", "loc_weight": 2.0}] and rows[2].distill == [{"loss": "mimic"}]
+
+
+def test_unknown_method_suggests():
+    """A misspelt method is refused with the closest registered name."""
+    with pytest.raises(ValueError, match="did you mean 'bckd'"):
+        build_rows(["bkcd"], [], native=False)
+
+
+def test_parse_list_forms():
+    """Comma strings, lists and single numbers all become lists."""
+    assert parse_list("0,1, 2", int) == [0, 1, 2] and parse_list(3, int) == [3] and parse_list(["a", "b"]) == ["a", "b"]

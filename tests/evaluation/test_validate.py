@@ -1,0 +1,58 @@
+"""``validate_model`` on the 64-px synthetic set: both metric sets, and ground truth equal to Ultralytics' own."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from ultralytics import YOLO
+
+from yolokd.evaluation.coco_gt import build_coco_gt, image_id
+from yolokd.evaluation.validate import CocoDetectionValidator, validate_model
+
+pytestmark = pytest.mark.integration
+
+VAL_ARGS = dict(imgsz=64, batch=8, device="cpu", plots=False, verbose=False)
+
+
+def test_val_writes_both_metric_sets(synthetic_data, teacher_checkpoint, tmp_path):
+    """val_metrics.json holds Ultralytics' results and the six COCO columns; predictions use GT image ids."""
+    result = validate_model(
+        teacher_checkpoint("yolov8n.yaml"), data=str(synthetic_data), project=str(tmp_path), **VAL_ARGS
+    )
+    saved = json.loads(result.files["metrics"].read_text())
+    assert "metrics/mAP50-95(B)" in saved["ultralytics"]
+    assert set(saved["coco"]) >= {"ap", "ap50", "ap75", "ap_small", "ap_medium", "ap_large"}
+    assert saved["coco"]["images"] == 8 and saved["coco"]["annotations"] > 0
+    gt = json.loads(result.files["coco_gt"].read_text())
+    if result.files.get("predictions"):
+        predicted = {entry["image_id"] for entry in json.loads(result.files["predictions"].read_text())}
+        assert predicted <= {image["id"] for image in gt["images"]}
+
+
+def test_gt_matches_ultralytics_loader(synthetic_data, teacher_checkpoint, tmp_path):
+    """Our YOLO -> COCO conversion equals the ground truth Ultralytics' validator builds from its data loader."""
+    validators = []
+    model = YOLO(str(teacher_checkpoint("yolov8n.yaml")))
+    model.add_callback("on_val_end", validators.append)
+    model.val(
+        validator=CocoDetectionValidator, data=str(synthetic_data), save_json=True, project=str(tmp_path), **VAL_ARGS
+    )
+    validator = validators[-1]
+    files = validator.dataloader.dataset.im_files
+    theirs = sorted(
+        (image_id(files[a["image_id"]]), a["category_id"], *a["bbox"]) for a in validator.gdict["annotations"]
+    )
+    ours = sorted(
+        (a["image_id"], a["category_id"], *a["bbox"]) for a in build_coco_gt(files, validator.class_map)["annotations"]
+    )
+    assert len(ours) == len(theirs) > 0
+    for mine, reference in zip(ours, theirs, strict=True):
+        assert mine[:2] == reference[:2]
+        assert mine[2:] == pytest.approx(reference[2:], abs=0.02)  # pixels; theirs went through the letterbox
+
+
+def test_single_cls_with_coco_refused(synthetic_data, teacher_checkpoint):
+    """single_cls would renumber the predictions' classes, so COCO mode refuses it and says how to proceed."""
+    with pytest.raises(ValueError, match="coco=false"):
+        validate_model(teacher_checkpoint("yolov8n.yaml"), data=str(synthetic_data), single_cls=True, **VAL_ARGS)

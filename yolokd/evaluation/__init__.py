@@ -1,0 +1,1 @@
+"""Measurement: COCO metrics for ``yolokd val``, run comparisons (``yolokd compare``) and seed studies."""
