@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -12,14 +14,31 @@ import yaml
 os.environ.setdefault("YOLO_OFFLINE", "1")  # never try to reach a hub during tests
 
 
-def save_untrained_checkpoint(model_yaml: str, names: dict[int, str], path: Path, seed: int = 0) -> Path:
-    """Write an Ultralytics-format checkpoint of a YAML-built model: a stand-in teacher for tests (no downloads)."""
+def save_untrained_checkpoint(
+    model_yaml: str, names: dict[int, str], path: Path, seed: int = 0, calibration_images: torch.Tensor | None = None
+) -> Path:
+    """Write an Ultralytics-format checkpoint of a YAML-built model: a stand-in teacher for tests (no downloads).
+
+    With ``calibration_images`` (B, 3, H, W) in [0, 1], the BatchNorm statistics are measured on them (one cumulative
+    pass in train mode, no weight update). An untrained model in eval mode otherwise keeps BatchNorm's initial
+    statistics, under which activations shrink layer by layer: its head outputs are near-constant and its neck
+    features ~1e-6, so KD terms would only measure the student.
+    """
     from ultralytics.nn.tasks import DetectionModel
 
     torch.manual_seed(seed)
     model = DetectionModel(model_yaml, nc=len(names), verbose=False)
     model.names = dict(names)
-    torch.save({"model": model.half(), "train_args": {}}, path)
+    if calibration_images is not None:
+        batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+        for bn in batch_norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the pass
+        with torch.no_grad():
+            model.train()(calibration_images)
+        for bn in batch_norms:
+            bn.momentum = 0.03
+    torch.save({"model": model.eval().half(), "train_args": {}}, path)
     return path
 
 
@@ -45,6 +64,26 @@ def teacher_checkpoint(tmp_path_factory, synthetic_names):
     def make(model_yaml: str) -> Path:
         path = folder / model_yaml.replace(".yaml", ".pt")
         return path if path.exists() else save_untrained_checkpoint(model_yaml, synthetic_names, path)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def calibrated_teacher(tmp_path_factory, synthetic_data, synthetic_names):
+    """Factory: calibrated_teacher('yolov8s.yaml') -> a stand-in teacher with BatchNorm statistics measured on the
+    synthetic train images, so its features and head outputs have a trained model's spread."""
+    root = Path(yaml.safe_load(synthetic_data.read_text())["path"])
+    images = [cv2.imread(str(p))[:, :, ::-1] for p in sorted((root / "images" / "train").glob("*.png"))]
+    batch = torch.from_numpy(np.stack(images).astype(np.float32) / 255).permute(0, 3, 1, 2).contiguous()
+    folder = tmp_path_factory.mktemp("calibrated_teachers")
+
+    def make(model_yaml: str) -> Path:
+        path = folder / model_yaml.replace(".yaml", ".pt")
+        return (
+            path
+            if path.exists()
+            else save_untrained_checkpoint(model_yaml, synthetic_names, path, calibration_images=batch)
+        )
 
     return make
 

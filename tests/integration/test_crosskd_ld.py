@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
-import torch
 from conftest import tiny_train_args
 from test_train_kd import assert_plain_student, read_results
-from ultralytics.nn.tasks import DetectionModel
 
 from yolokd.config import load_experiment
 from yolokd.engine.trainer import train_experiment
@@ -25,35 +22,6 @@ RUNS = [
     ("yolo26n.yaml", "yolo26s.yaml", CROSSKD_BOTH_BRANCHES, ("crosskd_cls", "crosskd_loc", "crosskd_loc_o2o")),
     ("yolov8n.yaml", "yolo11s.yaml", CROSSKD_LD, ("crosskd_cls", "crosskd_loc", "ld_loc")),  # cross-family
 ]
-
-
-@pytest.fixture(scope="module")
-def calibrated_teacher(tmp_path_factory, synthetic_names):
-    """Factory: a stand-in teacher checkpoint whose BatchNorm statistics come from one random batch.
-
-    The shared ``teacher_checkpoint`` keeps the initial statistics (mean 0, var 1), under which an untrained
-    model's activations shrink layer by layer: its head outputs are near-constant, so head-level KD terms are
-    1e-12-sized and their sign is rounding noise. Calibrated statistics keep every feature O(1).
-    """
-    folder = tmp_path_factory.mktemp("calibrated_teachers")
-
-    def make(model_yaml: str) -> Path:
-        path = folder / model_yaml.replace(".yaml", ".pt")
-        if not path.exists():
-            torch.manual_seed(0)
-            model = DetectionModel(model_yaml, nc=len(synthetic_names), verbose=False)
-            batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-            for module in batch_norms:
-                module.momentum = 1.0
-            with torch.no_grad():
-                model.train()(torch.rand(4, 3, 64, 64))
-            for module in batch_norms:
-                module.momentum = 0.03
-            model.names = dict(synthetic_names)
-            torch.save({"model": model.eval().half(), "train_args": {}}, path)
-        return path
-
-    return make
 
 
 @pytest.mark.parametrize(
