@@ -17,6 +17,8 @@ BRANCHES = ("one2many", "one2one")
 class LossParams:
     """Parameters shared by every method; each method subclasses this with its own fields (all defaulted).
 
+    Fields whose name ends in ``weight`` are term weights and must be >= 0 (checked here for every method).
+
     Attributes:
         branch: which head branch to distil on one2one/one2many heads (YOLOv10, YOLO26). ``one2many`` is the
             default: it is the dense branch whose gradient reaches the backbone and neck (Ultralytics detaches the
@@ -30,6 +32,10 @@ class LossParams:
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
             raise ValueError(f"branch={self.branch!r} is not one of {BRANCHES}")
+        for field in fields(self):  # every term weight (``weight``, ``cls_weight``, ...) is a non-negative number
+            value = getattr(self, field.name)
+            if field.name.endswith("weight") and value < 0:
+                raise ValueError(f"{field.name}={value} must be >= 0")
 
     @classmethod
     def field_names(cls) -> list[str]:

@@ -73,12 +73,6 @@ class BCKDParams(LossParams):
     cls_weight: float = 1.0
     loc_weight: float = 4.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for key in ("cls_weight", "loc_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)} must be >= 0")
-
 
 class BCKDLoss(DistillLoss):
     """BCKD on a YOLO head: ``bckd_cls`` and ``bckd_loc``, each ``weight * Σ / N_pos``."""

@@ -110,9 +110,6 @@ class CrossKDParams(LossParams):
                 "stage=0 cannot distil the one2one branch: Ultralytics detaches that branch's neck inputs, so only "
                 "the aligner would learn; use stage 1 or 2, or branch one2many"
             )
-        for key in ("cls_weight", "loc_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)} must be >= 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
 

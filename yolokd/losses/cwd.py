@@ -59,8 +59,6 @@ class CWDParams(LossParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weight < 0:
-            raise ValueError(f"weight={self.weight} must be >= 0")
         if self.tau <= 0:
             raise ValueError(f"tau={self.tau} must be > 0")
 

@@ -126,9 +126,6 @@ class DFDParams(LossParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("hd_weight", "ld_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)} must be >= 0")
         if self.trans_expansion <= 0:
             raise ValueError(f"trans_expansion={self.trans_expansion} must be > 0")
 

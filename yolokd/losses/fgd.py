@@ -139,9 +139,6 @@ class FGDParams(LossParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        for key in ("fg_weight", "bg_weight", "attention_weight", "global_weight"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"{key}={getattr(self, key)} must be >= 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
 

@@ -60,8 +60,6 @@ class LDParams(LossParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weight < 0:
-            raise ValueError(f"weight={self.weight} must be >= 0")
         if self.temperature <= 0:
             raise ValueError(f"temperature={self.temperature} must be > 0")
 

@@ -85,8 +85,6 @@ class MGDParams(LossParams):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.weight < 0:
-            raise ValueError(f"weight={self.weight} must be >= 0")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio={self.mask_ratio} must be in [0, 1)")
 

@@ -37,11 +37,6 @@ class MimicParams(LossParams):
 
     weight: float = 1.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.weight < 0:
-            raise ValueError(f"weight={self.weight} must be >= 0")
-
 
 class MimicLoss(DistillLoss):
     """Aligned neck-feature MSE: ``mimic_feat``."""

@@ -66,11 +66,6 @@ class PKDParams(LossParams):
 
     weight: float = 10.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.weight < 0:
-            raise ValueError(f"weight={self.weight} must be >= 0")
-
 
 class PKDLoss(DistillLoss):
     """Pearson-correlation imitation of the neck features: ``pkd_feat``."""
