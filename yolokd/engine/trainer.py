@@ -3,8 +3,9 @@
 The Ultralytics trainer keeps doing what it does well (data, augmentation, optimiser, EMA, AMP, validation,
 callbacks, plots, checkpoints). This subclass adds exactly: the teacher and the loss modules (built once the
 student exists), the student's criterion swap (:class:`~yolokd.engine.criterion.DistillationCriterion`), a KD
-optimiser for trainable KD parts, the KD weight schedule, a NaN guard on KD terms, and the KD state file beside
-``last.pt`` for resume. The student model, its EMA and its checkpoints never hold any of these.
+optimiser for trainable KD parts, the KD weight schedule, a NaN guard on KD terms, the KD state file beside
+``last.pt`` for resume, and on fresh runs the losses' student initialisation (G-DetKD's head transfer). The
+student model, its EMA and its checkpoints never hold any of these.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
 from yolokd.engine.criterion import DistillationCriterion
 from yolokd.engine.distiller import Distiller, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
+from yolokd.heads.detect import DetectHeadAdapter
 
 ADAM_FAMILY = {"Adam", "Adamax", "AdamW", "NAdam", "RAdam"}
 
@@ -83,7 +85,22 @@ class DistillationTrainer(DetectionTrainer):
                 f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.family}), "
                 f"losses {list(self.distiller.losses)}, terms {list(self.distiller.term_names)}"
             )
+            if not self.resume:
+                self._init_student_from_teacher()
         return ckpt
+
+    def _init_student_from_teacher(self) -> None:
+        """Fresh runs only: losses with an ``init_student`` method initialise the student from the teacher.
+
+        G-DetKD's head transfer (``init_head_from_teacher``) copies teacher head tensors into the student here, once,
+        before the EMA and the optimiser are built from the student. A resumed run keeps the weights of its
+        ``last.pt`` (this is not called).
+        """
+        student_spec = DetectHeadAdapter(self.model).spec
+        for loss in self.distiller.losses.values():
+            init_student = getattr(loss, "init_student", None)
+            if init_student is not None:
+                init_student(self.distiller.teacher_adapter.spec, student_spec)
 
     def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
         """The student's optimiser exactly as Ultralytics builds it, plus a separate one for KD parts."""

@@ -6,6 +6,7 @@ from yolokd.losses.crosskd import CrossKDLoss
 from yolokd.losses.cwd import CWDLoss
 from yolokd.losses.dfd import DFDLoss
 from yolokd.losses.fgd import FGDLoss
+from yolokd.losses.gdetkd import GDetKDLoss
 from yolokd.losses.ld import LDLoss
 from yolokd.losses.mgd import MGDLoss
 from yolokd.losses.mimic import MimicLoss
@@ -25,6 +26,7 @@ LOSSES: dict[str, type[DistillLoss]] = {
         LDLoss,
         PGDLoss,
         FGDLoss,
+        GDetKDLoss,
     )
 }
 
