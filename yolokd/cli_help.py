@@ -1,0 +1,132 @@
+"""Help texts of the ``yolokd`` command line (kept apart so cli.py reads as the dispatch it is)."""
+
+CONFIG_HELP = """\
+Experiment config (YAML): any Ultralytics train argument plus three yolokd keys:
+  model: yolov8n.yaml        # student, YAML or .pt (Ultralytics key)
+  data: coco.yaml            # Ultralytics key, like epochs, imgsz, batch, seed, close_mosaic, project, name...
+  teacher: yolov8s.pt        # trained checkpoint (.pt); required when distill is non-empty
+  distill:                   # the methods: loss name + its parameters (see `yolokd methods`)
+    - loss: bckd
+      cls_weight: 1.0
+      loc_weight: 4.0
+  schedule:                  # optional KD weight schedule
+    warmup_epochs: 0         # KD weight ramps linearly 0 -> 1 over this many epochs
+    off_last_epochs: 0       # KD off for the last N epochs, or "close_mosaic" to follow close_mosaic
+Unknown keys are errors with a "did you mean". Ultralytics' own distill_model/dis are not used: put the
+checkpoint in teacher: and the methods in distill:.
+"""
+
+OVERRIDES_HELP = """\
+Overrides: key=value after the config, values read as YAML (3 is an int, false a bool, a/b a string):
+  epochs=3 name=exp1            top-level keys
+  distill.0.cls_weight=2        nested keys: a dotted path; numbers index lists
+  distill.1.loss=bckd           an index equal to the list length appends an entry
+  schedule.warmup_epochs=1
+  --epochs 3  or  --epochs=3    same as epochs=3
+"""
+
+RESUME_HELP = """\
+Resume:
+  yolokd train resume=runs/detect/train/weights/last.pt   continue that run with the experiment saved beside it
+  yolokd train CFG.yaml resume=True                        continue the newest last.pt under the current folder
+"""
+
+COMMAND_SUMMARIES = {
+    "train": "train a student with a teacher and distillation losses",
+    "val": "validate a trained or exported model (Ultralytics val + COCO AP/AP50/AP75/AP_S/M/L)",
+    "export": "export a student to ONNX / TensorRT, check it against PyTorch, write a report",
+    "benchmark": "per-stage latency of .pt / .onnx / .engine models; batch and precision sweeps",
+    "check": "validate an experiment config and print it resolved",
+    "methods": "list the distillation methods, their parameters and defaults",
+    "data": "write the synthetic detection set and print its data.yaml",
+    "demo": "small end-to-end teacher -> student run on the synthetic set",
+    "compare": "table and plots over finished runs: gain over a baseline, teacher gap closed, KD curves",
+    "study": "baseline vs methods vs Ultralytics' native KD over seeds: mean +- std, gain vs seed noise",
+}
+
+TOP_HELP = f"""\
+yolokd: train Ultralytics YOLO students with a frozen teacher and knowledge-distillation (KD) losses.
+
+Usage:
+  yolokd COMMAND [CFG.yaml] [key=value ...]
+  yolokd COMMAND --help
+
+Commands:
+{chr(10).join(f"  {name:<11}{summary}" for name, summary in COMMAND_SUMMARIES.items())}
+
+Examples:
+  yolokd train cfg/bckd_yolov8n.yaml epochs=100 distill.0.cls_weight=2
+  yolokd check cfg/bckd_yolov8n.yaml
+  yolokd val model=runs/detect/train/weights/best.pt data=coco.yaml
+  yolokd export model=runs/detect/train/weights/best.pt format=onnx data=coco.yaml
+  yolokd benchmark model=best.pt,best.onnx imgsz=640 batch=1,8
+
+{CONFIG_HELP}
+{OVERRIDES_HELP}
+{RESUME_HELP}"""
+
+EXPORT_HELP = """\
+Usage: yolokd export model=best.pt [format=onnx|engine] [profile=export/NAME.yaml] [key=value ...]
+
+Export with Ultralytics' exporter, then check the export (on by default) and write <stem>.export.{json,md}
+next to it. Options (a profile sets any of them; key=value wins over the profile):
+  format=onnx|engine   engine = TensorRT, built here for this GPU and TensorRT version; also writes <stem>.plan
+                       (no Ultralytics header: trtexec, DeepStream, C++) and <stem>.trt.json (device sidecar)
+  half=true | int8=true   FP16 / INT8; INT8 calibrates on the *train* split of data= (calib_split, fraction)
+  imgsz=640 batch=1 dynamic=false nms=None workspace=GiB simplify=true opset=N device=0
+  data=data.yaml       parity images from its val split and the mAP delta of the export vs PyTorch
+  target=tensorrt      with format=onnx: an FP32 ONNX for an engine built on the device (deploy/jetson), plus
+                       <stem>.build.json and, with int8, <stem>.calib.npy (train-split calibration images)
+  checks=false         skip the checks (graph, parity, mAP, same graph as a plain model)
+Profiles: export/onnx-portable.yaml, export/jetson-orin-nano-fp16.yaml, export/jetson-orin-nano-int8.yaml
+(profile=NAME finds export/NAME.yaml). See export/README.md.
+Examples:
+  yolokd export model=best.pt format=onnx data=data.yaml
+  yolokd export model=best.pt --format engine --half true
+  yolokd export model=best.pt profile=jetson-orin-nano-int8 format=onnx data=data.yaml
+"""
+
+BENCHMARK_HELP = """\
+Usage: yolokd benchmark model=M[,M2...] [imgsz=640] [batch=1,8] [precision=fp32,fp16] [key=value ...]
+
+Time preprocess, inference, postprocess (Ultralytics NMS) and end to end for .pt (torch), .onnx (onnxruntime)
+and .engine/.plan (TensorRT), after a time-based warm-up, for at least runs= iterations and seconds= seconds.
+Comma lists sweep: every model x precision (.pt only; exports keep theirs) x batch is one row.
+  device=cpu|0  provider=auto|cpu|cuda|tensorrt (onnxruntime)  threads=N  warmup=2 runs=50 seconds=5
+  source=DIR|data.yaml (real images; default Ultralytics' bundled photos)  project=runs/benchmark name=benchmark
+Writes <project>/<name>/benchmark.{json,csv,md,png}: mean, std, min, p50/p90/p95/p99, max, throughput per stage,
+CUDA-event GPU time, peak memory, environment, compute efficiency vs the device peak where known.
+"""
+
+COMMAND_HELP = {
+    "train": f"Usage: yolokd train CFG.yaml [key=value ...]\n       yolokd train resume=path/to/last.pt\n\n"
+    f"Train the student of CFG.yaml with its teacher and distill methods; prints the run directory.\n\n"
+    f"{CONFIG_HELP}\n{OVERRIDES_HELP}\n{RESUME_HELP}",
+    "val": "Usage: yolokd val model=best.pt data=data.yaml [key=value ...]\n\n"
+    "Validate a trained model with Ultralytics (any val argument: imgsz, batch, conf, iou, split, device...)\n"
+    "and print its metrics, plus COCO metrics by pycocotools (AP, AP50, AP75, AP_S, AP_M, AP_L; coco=false\n"
+    "skips them) against the split's labels converted to COCO JSON once (cached as labels/<split>.coco.json).\n"
+    "Writes <save_dir>/val_metrics.json. Exports validate too (model=best.onnx, model=best.engine): their input\n"
+    "size and batch come from the export.\n",
+    "export": EXPORT_HELP,
+    "benchmark": BENCHMARK_HELP,
+    "check": f"Usage: yolokd check CFG.yaml [key=value ...]\n\n"
+    f"Validate an experiment config with its overrides and print the resolved experiment as YAML, every\n"
+    f"method parameter spelled out (what `yolokd train` would run).\n\n{CONFIG_HELP}\n{OVERRIDES_HELP}",
+    "methods": "Usage: yolokd methods\n\nList every distillation method (the `loss:` names of distill entries) with "
+    "each parameter,\nits default and what it does.\n",
+    "data": "Usage: yolokd data root=DIR [num_train=400 num_val=100 imgsz=128 seed=0 overwrite=false]\n\n"
+    "Write the synthetic detection set under DIR (cached: nothing is rewritten for the same parameters) and\n"
+    "print the path of its data.yaml.\n",
+    "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set (teacher, then a "
+    "distilled student); key=value are\nthe keyword arguments of yolokd.demo.run_demo.\n",
+    "compare": "Usage: yolokd compare RUN_DIR... [baseline=DIR] [teacher=DIR] [out=runs/compare]\n\n"
+    "Final and best mAP of finished runs, gain over the baseline run and share of the teacher-student gap closed\n"
+    "(final epoch), mAP50-95 vs epoch and every KD term per epoch: compare.{md,json} and two PNGs under out.\n",
+    "study": "Usage: yolokd study [cfg=CFG.yaml] methods=bckd,mimic seeds=0,1,2 [epochs= images= imgsz= ...]\n\n"
+    "Train the baseline, each method (bckd+pkd combines two) and Ultralytics' native distill_model with the same\n"
+    "schedule for every seed; report mean +- std mAP, the seed-paired gain +- SE and whether gain > 2 SE.\n"
+    "Synthetic set and a cached teacher by default (the demo's schedule); data= teacher= cfg= for your own.\n"
+    "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device.\n"
+    "Writes study.{md,json,png}; finished runs are cached, so an interrupted study continues.\n",
+}
