@@ -97,3 +97,11 @@ def test_nan_kd_term_stops_with_a_clear_error(synthetic_data, teacher_checkpoint
     experiment = _experiment(synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}])
     with pytest.raises(FloatingPointError, match=r"\['bckd_loc'\] became NaN/Inf"):
         train_experiment(experiment)
+
+
+def test_resuming_a_finished_run_is_a_clear_error(synthetic_data, teacher_checkpoint, tmp_path):
+    """A run that completed all its epochs cannot be resumed; the error says to start a new run."""
+    experiment = _experiment(synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}])
+    last = train_experiment(experiment) / "weights" / "last.pt"
+    with pytest.raises(ValueError, match="already finished its 1 epochs: nothing to resume"):
+        train_experiment(None, resume=str(last))

@@ -214,6 +214,11 @@ class DistillationTrainer(DetectionTrainer):
 
     def resume_training(self, ckpt):
         """Resume the student as Ultralytics does, then the KD modules and optimiser from the same epoch."""
+        if ckpt is not None and self.resume and not 0 < ckpt.get("epoch", -1) + 1 < self.epochs:  # final: epoch -1
+            raise ValueError(
+                f"'{self.args.model}' already finished its {self.epochs} epochs: nothing to resume. Start a new run "
+                "(without resume=) to train further"
+            )
         super().resume_training(ckpt)
         if ckpt is None or not self.resume or self.distiller is None:
             return
