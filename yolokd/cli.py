@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
@@ -42,6 +43,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = parse_overrides([word for word in words if "=" in word])
         COMMANDS[command](positionals, overrides)
     except (ValueError, FileNotFoundError) as error:  # ConfigError is a ValueError
+        if os.environ.get("YOLOKD_TRACEBACK"):  # debugging: the full traceback instead of the one-line message
+            raise
         return _fail(str(error))
     return 0
 

@@ -63,7 +63,9 @@ Examples:
 
 {CONFIG_HELP}
 {OVERRIDES_HELP}
-{RESUME_HELP}"""
+{RESUME_HELP}
+Errors in configs and inputs print one line (exit code 2); set YOLOKD_TRACEBACK=1 for the full traceback.
+"""
 
 EXPORT_HELP = """\
 Usage: yolokd export model=best.pt [format=onnx|engine] [profile=export/NAME.yaml] [key=value ...]
