@@ -29,17 +29,23 @@ def feature_view(*feats: torch.Tensor) -> View:
     )
 
 
-def empty_targets(batch: int) -> Targets:
-    """Targets without any GT box or positive anchor (feature losses do not read them)."""
+def targets_for(fg_mask: torch.Tensor) -> Targets:
+    """Targets with the given (B, A) positive-anchor mask and no GT boxes (prediction losses read only N_pos)."""
+    batch, anchors = fg_mask.shape
     return Targets(
-        fg_mask=torch.zeros(batch, 1, dtype=torch.bool),
-        gt_index=torch.zeros(batch, 1, dtype=torch.long),
-        target_boxes=torch.zeros(batch, 1, 4),
+        fg_mask=fg_mask,
+        gt_index=torch.zeros(batch, anchors, dtype=torch.long),
+        target_boxes=torch.zeros(batch, anchors, 4),
         gt_boxes=torch.zeros(batch, 0, 4),
         gt_labels=torch.zeros(batch, 0, dtype=torch.long),
         gt_mask=torch.zeros(batch, 0, dtype=torch.bool),
-        image_size=torch.tensor([16.0, 16.0]),
+        image_size=torch.tensor([64.0, 64.0]),
     )
+
+
+def empty_targets(batch: int) -> Targets:
+    """Targets without any GT box or positive anchor (feature losses do not read them)."""
+    return targets_for(torch.zeros(batch, 1, dtype=torch.bool))
 
 
 def run_loss(loss: torch.nn.Module, student_feats: list, teacher_feats: list) -> dict[str, torch.Tensor]:

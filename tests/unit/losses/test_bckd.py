@@ -4,8 +4,9 @@ import math
 
 import pytest
 import torch
+from loss_inputs import targets_for as _targets
 
-from yolokd.engine.views import Targets, View
+from yolokd.engine.views import View
 from yolokd.heads.detect import HeadSpec
 from yolokd.losses.bckd import BCKDLoss, BCKDParams, bckd_cls_loss, bckd_loc_loss
 
@@ -22,19 +23,6 @@ def _view(logits: torch.Tensor, boxes: torch.Tensor) -> View:
         anchors=torch.zeros(anchors, 2),
         strides=torch.ones(anchors, 1),
         reg_max=16,
-    )
-
-
-def _targets(fg_mask: torch.Tensor) -> Targets:
-    batch, anchors = fg_mask.shape
-    return Targets(
-        fg_mask=fg_mask,
-        gt_index=torch.zeros(batch, anchors, dtype=torch.long),
-        target_boxes=torch.zeros(batch, anchors, 4),
-        gt_boxes=torch.zeros(batch, 0, 4),
-        gt_labels=torch.zeros(batch, 0, dtype=torch.long),
-        gt_mask=torch.zeros(batch, 0, dtype=torch.bool),
-        image_size=torch.tensor([64.0, 64.0]),
     )
 
 

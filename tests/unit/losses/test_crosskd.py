@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from loss_inputs import targets_for
 from ultralytics.nn.tasks import DetectionModel
 
 from yolokd.config import ConfigError, load_experiment
@@ -51,15 +52,7 @@ def _targets(view: View) -> Targets:
     batch, anchors, _ = view.cls_logits.shape
     fg_mask = torch.zeros(batch, anchors, dtype=torch.bool)
     fg_mask[:, :4] = True
-    return Targets(
-        fg_mask=fg_mask,
-        gt_index=torch.zeros(batch, anchors, dtype=torch.long),
-        target_boxes=torch.zeros(batch, anchors, 4),
-        gt_boxes=torch.zeros(batch, 0, 4),
-        gt_labels=torch.zeros(batch, 0, dtype=torch.long),
-        gt_mask=torch.zeros(batch, 0, dtype=torch.bool),
-        image_size=torch.tensor([64.0, 64.0]),
-    )
+    return targets_for(fg_mask)
 
 
 def _loss_and_views(teacher, student, stage: int, images=None):
