@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+from loss_inputs import feature_view
 
-from yolokd.engine.views import Targets, View
+from yolokd.engine.views import Targets
 from yolokd.heads.detect import HeadSpec
 from yolokd.losses.common import pooled_channel_attention, spatial_attention
 from yolokd.losses.fgd import FGDLoss, FGDParams, GcBlock, fgd_focal_loss, fgd_global_loss
@@ -14,19 +15,6 @@ SIZES = (4, 2)  # 32 px images
 
 def spec(*channels: int) -> HeadSpec:
     return HeadSpec("test head", 3, STRIDES, 16, ("one2many",), channels, {"box": 16, "cls": 16})
-
-
-def view(feats: list[torch.Tensor]) -> View:
-    batch, anchors = feats[0].shape[0], sum(n * n for n in SIZES)
-    return View(
-        feats=feats,
-        cls_logits=torch.zeros(batch, anchors, 3),
-        box_output=torch.zeros(batch, anchors, 64),
-        boxes=torch.zeros(batch, anchors, 4),
-        anchors=torch.zeros(anchors, 2),
-        strides=torch.ones(anchors, 1),
-        reg_max=16,
-    )
 
 
 def targets(boxes: list[list[list[float]]]) -> Targets:
@@ -85,7 +73,7 @@ def test_relation_term_is_zero_at_initialisation_for_equal_features():
 def test_all_terms_zero_when_student_equals_teacher():
     """Equal widths and equal neck features: every FGD term is exactly 0 at initialisation."""
     feats = random_feats((8, 16))
-    terms = FGDLoss(FGDParams(), spec(8, 16), spec(8, 16))(view(feats), view(feats), targets(BOXES))
+    terms = FGDLoss(FGDParams(), spec(8, 16), spec(8, 16))(feature_view(*feats), feature_view(*feats), targets(BOXES))
     assert set(terms) == {"fgd_fg", "fgd_bg", "fgd_att", "fgd_global"}
     assert all(value.item() == 0.0 for value in terms.values())
 
@@ -95,7 +83,7 @@ def test_gradients_reach_student_and_kd_modules_never_teacher():
     student_feats = random_feats((4, 6), requires_grad=True)
     teacher_feats = random_feats((8, 16), seed=1, requires_grad=True)
     loss = FGDLoss(FGDParams(), spec(8, 16), spec(4, 6))
-    terms = loss(view(student_feats), view(teacher_feats), targets(BOXES))
+    terms = loss(feature_view(*student_feats), feature_view(*teacher_feats), targets(BOXES))
     for name, value in terms.items():
         grads = torch.autograd.grad(value, student_feats, retain_graph=True)
         assert all(g.abs().sum() > 0 for g in grads), name
@@ -108,7 +96,7 @@ def test_empty_gt_batch_is_finite_with_gradient():
     """No GT box: the foreground term is 0, the others finite with a student gradient."""
     student_feats = random_feats((8, 16), requires_grad=True)
     terms = FGDLoss(FGDParams(), spec(8, 16), spec(8, 16))(
-        view(student_feats), view(random_feats((8, 16), seed=1)), targets([[], []])
+        feature_view(*student_feats), feature_view(*random_feats((8, 16), seed=1)), targets([[], []])
     )
     assert terms["fgd_fg"].item() == 0
     total = sum(terms.values())
