@@ -174,6 +174,19 @@ def _demo(positionals: list[str], overrides: dict[str, Any]) -> None:
         print(result)
 
 
+def _balance(positionals: list[str], overrides: dict[str, Any]) -> None:
+    from yolokd.config import load_experiment
+
+    if len(positionals) != 1:
+        raise ValueError(f"'balance' takes one config file: yolokd balance CFG.yaml [key=value ...], got {positionals}")
+    experiment = load_experiment(positionals[0], overrides)
+    from yolokd.engine.trainer import measure_experiment_balance
+
+    report, folder = measure_experiment_balance(experiment)
+    print(report.markdown())
+    print(f"yolokd: balance saved to {folder / 'kd_balance.md'} and kd_balance.json")
+
+
 def _data(positionals: list[str], overrides: dict[str, Any]) -> None:
     _no_positionals("data", positionals, "yolokd data root=DIR [num_train=... num_val=... imgsz=... seed=...]")
     if "root" not in overrides:
@@ -249,9 +262,9 @@ def _compare(positionals: list[str], overrides: dict[str, Any]) -> None:
 
 def _study(positionals: list[str], overrides: dict[str, Any]) -> None:
     _no_positionals("study", positionals, "yolokd study methods=bckd,mimic seeds=0,1,2 [cfg=... data=... teacher=...]")
-    from yolokd.evaluation.study import run_study
+    from yolokd.evaluation.study import run_study, study
 
-    _check_keywords(run_study, overrides, "study")
+    _check_keywords(study, {k: v for k, v in overrides.items() if k != "preset"}, "study")
     report = run_study(**overrides)
     print(report.markdown())
     print(f"yolokd: study saved to {report.settings['out']}")
@@ -263,6 +276,7 @@ COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
     "export": _export,
     "benchmark": _benchmark,
     "check": _check,
+    "balance": _balance,
     "methods": _methods,
     "data": _data,
     "demo": _demo,

@@ -8,6 +8,7 @@ An experiment YAML (``cfg/*.yaml``)::
       - loss: bckd
         cls_weight: 1.0
     schedule: {warmup_epochs: 0, off_last_epochs: 0}   # optional; off_last_epochs may be "close_mosaic"
+    balance: {weight_mode: auto, batches: 4}            # optional; auto = gradient-share rule, paper = as written
 
 Everything is checked when loaded: unknown keys (with a "did you mean"), value types against each loss's
 ``Params`` dataclass, value ranges (its ``__post_init__``), the teacher and duplicate methods. Every error is a
@@ -21,16 +22,17 @@ import difflib
 import types
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
 from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
 
+from yolokd.engine.balance import Balance
 from yolokd.losses import LOSSES, LossParams
 
-YOLOKD_KEYS = ("teacher", "distill", "schedule")
+YOLOKD_KEYS = ("teacher", "distill", "schedule", "balance")
 CLOSE_MOSAIC = "close_mosaic"
 ULTRALYTICS_DISTILL_KEYS = ("distill_model", "dis")
 
@@ -46,10 +48,14 @@ class Schedule:
     Attributes:
         warmup_epochs: the KD weight ramps linearly from 0 to 1 over this many epochs (0 = full weight at once).
         off_last_epochs: KD is off for the last N epochs; ``close_mosaic`` follows Ultralytics' close_mosaic.
+        follow_o2m_decay: on one2many/one2one heads (YOLOv10, YOLO26) Ultralytics decays the one2many loss weight
+            from 0.8 to 0.1 over training; KD terms on the one2many branch are multiplied by the same decay
+            (current / initial weight), so their share of that branch's loss stays what the balance set.
     """
 
     warmup_epochs: float = 0.0
     off_last_epochs: int | str = 0
+    follow_o2m_decay: bool = True
 
     def __post_init__(self) -> None:
         if self.warmup_epochs < 0:
@@ -88,6 +94,7 @@ class Experiment:
     teacher: str | None
     distill: list[LossEntry]
     schedule: Schedule
+    balance: Balance = field(default_factory=Balance)
     source: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,6 +104,7 @@ class Experiment:
             config["teacher"] = self.teacher
         config["distill"] = [{"loss": entry.name, **_plain(asdict(entry.params))} for entry in self.distill]
         config["schedule"] = _plain(asdict(self.schedule))
+        config["balance"] = _plain(asdict(self.balance))
         return config
 
 
@@ -192,8 +200,14 @@ def _build_experiment(config: dict[str, Any], source: str | None) -> Experiment:
     if not isinstance(schedule_config, dict):
         raise ConfigError(f"schedule: expected a mapping (warmup_epochs:, off_last_epochs:), got {schedule_config!r}")
     schedule = _build_dataclass(Schedule, schedule_config, "schedule")
+    balance_config = config.get("balance") or {}
+    if not isinstance(balance_config, dict):
+        raise ConfigError(f"balance: expected a mapping (weight_mode:, batches:), got {balance_config!r}")
+    balance = _build_dataclass(Balance, balance_config, "balance")
     _check_kd_is_on(schedule, train_args, distill)
-    return Experiment(train_args=train_args, teacher=teacher, distill=distill, schedule=schedule, source=source)
+    return Experiment(
+        train_args=train_args, teacher=teacher, distill=distill, schedule=schedule, balance=balance, source=source
+    )
 
 
 def _check_top_level_keys(config: dict[str, Any]) -> None:

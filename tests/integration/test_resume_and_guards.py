@@ -41,8 +41,11 @@ def test_resume_continues_epochs_and_kd_modules(synthetic_data, teacher_checkpoi
     last = first.last
     saved = torch.load(kd_state_path(last), weights_only=True)
     assert saved["epoch"] == 0 and any("aligner" in key for key in saved["losses"])
+    assert saved["balance"] == first.balance.to_dict() and (first.save_dir / "kd_balance.json").is_file()
+    assert set(first.balance.scales) == {"bckd_cls_bckd_loc", "mimic_feat"} and first.balance.weight_mode == "auto"
 
     resumed = DistillationTrainer(None, overrides={"resume": str(last)})
+    resumed.measure_balance = lambda: pytest.fail("a resumed run must reuse its frozen balance, not re-measure it")
     seen = {}
     resumed.add_callback(
         "on_train_start",
@@ -50,10 +53,12 @@ def test_resume_continues_epochs_and_kd_modules(synthetic_data, teacher_checkpoi
             start=trainer.start_epoch,
             losses={k: v.clone() for k, v in trainer.distiller.losses.state_dict().items()},
             steps=[s["step"].item() for s in trainer.kd_optimizer.state_dict()["state"].values()],
+            scales=dict(trainer.distiller.scales),
         ),
     )
     resumed.train()
     assert seen["start"] == 1
+    assert seen["scales"] == first.balance.scales and resumed.balance == first.balance  # bit for bit
     for key, value in saved["losses"].items():
         assert torch.equal(seen["losses"][key], value), key
     assert seen["steps"] == [s["step"].item() for s in saved["optimizer"]["state"].values()] and seen["steps"]
@@ -84,18 +89,28 @@ def test_schedule_switches_kd_off_and_skips_teacher(synthetic_data, teacher_chec
     assert not teacher.training and all(p.grad is None and not p.requires_grad for p in teacher.parameters())
 
 
-def test_nan_kd_term_stops_with_a_clear_error(synthetic_data, teacher_checkpoint, tmp_path, monkeypatch):
-    """A NaN KD term raises FloatingPointError naming the term before any optimiser step uses it."""
+@pytest.mark.parametrize("first_nan_call", [0, 1], ids=["at-balance", "in-training"])
+def test_nan_kd_term_stops_with_a_clear_error(
+    synthetic_data, teacher_checkpoint, tmp_path, monkeypatch, first_nan_call
+):
+    """A NaN KD term raises FloatingPointError naming the term before any optimiser step uses it: at the balance
+    step when the first batch is already NaN, by the training guard when a later one is."""
     original = BCKDLoss.forward
+    calls = []
 
     def nan_loc(self, student, teacher, targets):
         terms = original(self, student, teacher, targets)
-        terms["bckd_loc"] = terms["bckd_loc"] * float("nan")
+        if len(calls) >= first_nan_call:
+            terms["bckd_loc"] = terms["bckd_loc"] * float("nan")
+        calls.append(1)
         return terms
 
     monkeypatch.setattr(BCKDLoss, "forward", nan_loc)
-    experiment = _experiment(synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}])
-    with pytest.raises(FloatingPointError, match=r"\['bckd_loc'\] became NaN/Inf"):
+    experiment = _experiment(
+        synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}], balance={"batches": 1}
+    )
+    where = "at the KD balance step" if first_nan_call == 0 else "in epoch 1"
+    with pytest.raises(FloatingPointError, match=rf"\['bckd_loc'\] became NaN/Inf {where}"):
         train_experiment(experiment)
 
 

@@ -25,8 +25,20 @@ def kd_state_path(student_checkpoint: str | Path) -> Path:
     return Path(student_checkpoint).parent / KD_STATE_NAME
 
 
-def save_kd_state(path: Path, *, epoch: int, experiment: dict[str, Any], losses: dict, optimizer: dict | None) -> None:
-    """Write the KD state atomically, so an interruption never leaves a half-written file behind."""
+def save_kd_state(
+    path: Path,
+    *,
+    epoch: int,
+    experiment: dict[str, Any],
+    losses: dict,
+    optimizer: dict | None,
+    balance: dict[str, Any] | None = None,
+) -> None:
+    """Write the KD state atomically, so an interruption never leaves a half-written file behind.
+
+    ``balance`` is the run's :class:`~yolokd.engine.balance.BalanceReport` as a dict: the frozen per-method KD
+    scales that resume restores bit for bit (Python floats survive ``torch.save`` exactly).
+    """
     state = {
         "format": KD_STATE_FORMAT,
         "yolokd": __version__,
@@ -34,6 +46,7 @@ def save_kd_state(path: Path, *, epoch: int, experiment: dict[str, Any], losses:
         "experiment": experiment,
         "losses": losses,
         "optimizer": optimizer,
+        "balance": balance,
     }
     tmp = path.with_suffix(".tmp")
     torch.save(state, tmp)

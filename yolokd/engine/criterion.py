@@ -70,8 +70,13 @@ class DistillationCriterion:
         nonfinite: (T,) bool, set on the device when a KD term was NaN/Inf since the trainer last checked.
     """
 
-    def __init__(self, base: object, model: torch.nn.Module, distiller: Distiller) -> None:
+    def __init__(
+        self, base: object, model: torch.nn.Module, distiller: Distiller, follow_o2m_decay: bool = True
+    ) -> None:
         self.base = base
+        self.follow_o2m_decay = follow_o2m_decay and isinstance(base, E2ELoss)
+        branches = distiller.term_branches()
+        self.one2many_terms = [name for name in distiller.term_names if branches[name] == "one2many"]
         self.adapter = DetectHeadAdapter(model)
         self.distiller = distiller
         self.recorder = distiller.student_recorder(self.adapter)
@@ -79,15 +84,31 @@ class DistillationCriterion:
         self.nonfinite = torch.zeros(len(distiller.term_names), dtype=torch.bool, device=distiller.device)
 
     def __call__(self, preds: dict | tuple, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
-        raw = self.adapter.split_branches(preds)
-        loss, items, targets = detection_loss_and_targets(self.base, raw, batch)
-        terms = self._kd_terms(raw, batch["img"], targets)
+        loss, items, terms = self._compute(preds, batch)
         batch_size = batch["img"].shape[0]
         if terms:
             stacked = torch.stack(list(terms.values()))
             self.nonfinite |= ~torch.isfinite(stacked)
             loss = loss.sum() + stacked.sum() * batch_size
         return loss, {**items, **{name: term.detach() for name, term in terms.items()}}
+
+    def loss_parts(self, preds: dict | tuple, batch: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """For the balance step: (GT loss components x batch size by Ultralytics' names, KD terms by name)."""
+        loss, items, terms = self._compute(preds, batch)
+        return dict(zip(items, loss, strict=True)), terms
+
+    @property
+    def o2m_factor(self) -> float:
+        """One2many KD follows E2ELoss' decaying one2many weight (0.8 -> 0.1): its current value over its first."""
+        if not self.follow_o2m_decay:
+            return 1.0
+        return self.base.o2m / self.base.o2m_copy
+
+    def _compute(self, preds: dict | tuple, batch: dict[str, Any]) -> tuple[Tensor, dict, dict[str, Tensor]]:
+        raw = self.adapter.split_branches(preds)
+        loss, items, targets = detection_loss_and_targets(self.base, raw, batch)
+        terms = self._kd_terms(raw, batch["img"], targets)
+        return loss, items, terms
 
     def _kd_terms(self, raw: dict[str, dict], images: Tensor, targets: dict[str, Targets]) -> dict[str, Tensor]:
         names = self.distiller.term_names
@@ -99,7 +120,12 @@ class DistillationCriterion:
             b: self.adapter.build_view(raw[b], self.recorder.stages(b) if self.recorder else None) for b in branches
         }
         terms = self.distiller(student_views, images, targets)
-        return {name: terms[name] * self.kd_factor for name in names}
+        factors = dict.fromkeys(names, self.kd_factor)
+        o2m_factor = self.o2m_factor
+        if o2m_factor != 1.0:
+            for name in self.one2many_terms:
+                factors[name] *= o2m_factor
+        return {name: terms[name] * factors[name] for name in names}
 
     def update(self) -> None:
         """Per-epoch update of the base criterion (E2ELoss decays its one2many weight)."""

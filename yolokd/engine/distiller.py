@@ -57,6 +57,8 @@ def check_teacher_classes(teacher_names: dict[int, str], data_names: dict[int, s
 class Distiller:
     """Frozen teacher + loss modules. Called once per step with the student's views; returns weighted KD terms.
 
+    Each method's terms are multiplied by its frozen balance scale (``scales``, see :mod:`yolokd.engine.balance`).
+
     The teacher runs in eval mode under ``no_grad``; on CUDA with AMP it is stored in half precision so that
     autocast does not re-cast its weights every step. KD maths runs in fp32 (losses cast their inputs).
     """
@@ -73,8 +75,22 @@ class Distiller:
             self.losses["_".join(loss.term_names)] = loss
         self.losses.to(device)
         self.term_names: tuple[str, ...] = tuple(n for loss in self.losses.values() for n in loss.term_names)
+        # Frozen per-method scale set by the KD balance step (weight_mode auto); 1.0 until measured.
+        self.scales: dict[str, float] = dict.fromkeys(self.losses, 1.0)
         self.branches: tuple[str, ...] = tuple(dict.fromkeys(loss.params.branch for loss in self.losses.values()))
         self.teacher_recorder = self.student_recorder(self.teacher_adapter)
+
+    def method_terms(self) -> dict[str, tuple[str, ...]]:
+        """Term names of each method (loss-module key)."""
+        return {key: loss.term_names for key, loss in self.losses.items()}
+
+    def grad_shares(self) -> dict[str, float]:
+        """Each method's target gradient share of the GT loss (``grad_share``), for the balance step."""
+        return {key: loss.params.grad_share for key, loss in self.losses.items()}
+
+    def term_branches(self) -> dict[str, str]:
+        """The head branch each term distils."""
+        return {name: loss.params.branch for loss in self.losses.values() for name in loss.term_names}
 
     def stage_request(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """(branches, parts) whose stage outputs some loss reads; empty parts when none does."""
@@ -114,7 +130,8 @@ class Distiller:
         self.losses.train(torch.is_grad_enabled())
         terms: dict[str, Tensor] = {}
         with torch.autocast(images.device.type, enabled=False):
-            for loss in self.losses.values():
-                branch = loss.params.branch
-                terms.update(loss(student_views[branch], teacher_views[branch], targets[branch]))
+            for key, loss in self.losses.items():
+                branch, scale = loss.params.branch, self.scales[key]
+                method_terms = loss(student_views[branch], teacher_views[branch], targets[branch])
+                terms.update(method_terms if scale == 1.0 else {n: t * scale for n, t in method_terms.items()})
         return terms

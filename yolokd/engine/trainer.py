@@ -20,6 +20,7 @@ from ultralytics.utils import LOGGER, YAML, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import Experiment, load_experiment
+from yolokd.engine.balance import BalanceReport, measure_balance, preserved_state
 from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
 from yolokd.engine.criterion import DistillationCriterion
 from yolokd.engine.distiller import Distiller, check_teacher_classes, load_teacher
@@ -67,6 +68,7 @@ class DistillationTrainer(DetectionTrainer):
         self.experiment = experiment
         self.distiller: Distiller | None = None
         self.kd_optimizer: torch.optim.Optimizer | None = None
+        self.balance: BalanceReport | None = None
         self.batch_in_epoch = 0
         YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
         self.add_callback("on_train_epoch_start", DistillationTrainer._start_epoch_schedule)
@@ -110,17 +112,55 @@ class DistillationTrainer(DetectionTrainer):
         return optimizer
 
     def _setup_train(self):
-        super()._setup_train()
+        super()._setup_train()  # resume_training() runs in here: a resumed run has its balance back already
         if self.distiller is not None:
             if self.amp and self.device.type == "cuda":
                 self.distiller.use_half_teacher()
             self._install_criterion(unwrap_model(self.model))
+            if self.balance is None:
+                self.balance = self.measure_balance()
+            self.distiller.scales = self.balance.scales
+            self._show_balance()
+
+    def measure_balance(self) -> BalanceReport:
+        """The KD balance on the first ``balance.batches`` training batches (no step; nothing is left changed)."""
+        model = unwrap_model(self.model)
+        criterion = self._install_criterion(model)
+        dataset = self.train_loader.dataset
+        settings = self.experiment.balance
+        with preserved_state([model, self.distiller.losses], dataset):
+            self.distiller.scales = dict.fromkeys(self.distiller.scales, 1.0)
+            factor, criterion.kd_factor = criterion.kd_factor, 1.0
+            try:
+                with torch.autocast(self.device.type, enabled=False):  # fp32: no GradScaler, no underflow
+                    return measure_balance(
+                        model,
+                        criterion,
+                        self._balance_batches(dataset, settings.batches),
+                        self.distiller.grad_shares(),
+                        settings.weight_mode,
+                    )
+            finally:
+                criterion.kd_factor = factor
+
+    def _balance_batches(self, dataset, count: int):
+        """The first `count` batches of the training set in file order, augmented and preprocessed as in training."""
+        size = self.batch_size
+        for index in range(count):
+            items = [dataset[i % len(dataset)] for i in range(index * size, (index + 1) * size)]
+            yield self.preprocess_batch(dataset.collate_fn(items))
+
+    def _show_balance(self) -> None:
+        self.balance.write(self.save_dir)
+        LOGGER.info(f"{colorstr('yolokd:')} {self.balance.markdown()}(written to {self.save_dir / 'kd_balance.md'})")
 
     def _install_criterion(self, model: nn.Module) -> DistillationCriterion:
         base = getattr(model, "criterion", None) or model.init_criterion()
         if isinstance(base, DistillationCriterion):
             return base
-        model.criterion = DistillationCriterion(base, model, self.distiller)
+        model.criterion = DistillationCriterion(
+            base, model, self.distiller, follow_o2m_decay=self.experiment.schedule.follow_o2m_decay
+        )
         return model.criterion
 
     @staticmethod
@@ -209,6 +249,7 @@ class DistillationTrainer(DetectionTrainer):
                 experiment=self.experiment.to_dict(),
                 losses=self.distiller.losses.state_dict(),
                 optimizer=self.kd_optimizer.state_dict() if self.kd_optimizer is not None else None,
+                balance=self.balance.to_dict() if self.balance is not None else None,
             )
         return saved
 
@@ -229,6 +270,12 @@ class DistillationTrainer(DetectionTrainer):
                 f"{ckpt.get('epoch', -1) + 1}; the run folder was modified. Resume from a matching pair"
             )
         self.distiller.losses.load_state_dict(state["losses"])
+        if state.get("balance") is None:
+            raise RuntimeError(
+                f"KD state of '{self.args.model}' has no KD balance (written by an older yolokd); its KD weights "
+                "cannot be restored exactly. Start a new run, or finish this one with the yolokd that began it"
+            )
+        self.balance = BalanceReport.from_dict(state["balance"])
         if self.kd_optimizer is not None and state["optimizer"] is not None:
             self.kd_optimizer.load_state_dict(state["optimizer"])
         LOGGER.info(
@@ -244,3 +291,15 @@ def train_experiment(experiment: Experiment | None, resume: str | bool | None = 
     trainer = DistillationTrainer(experiment, overrides=overrides)
     trainer.train()
     return trainer.save_dir
+
+
+def measure_experiment_balance(experiment: Experiment) -> tuple[BalanceReport, Path]:
+    """``yolokd balance``: build the experiment's run exactly as training would and measure its KD balance only.
+
+    Returns the report and the run folder it was written to (``kd_balance.json`` / ``.md``); no step is taken.
+    """
+    if not experiment.distill:
+        raise ValueError("balance: the experiment has no distill methods; add at least one under 'distill:'")
+    trainer = DistillationTrainer(experiment, overrides=dict(experiment.train_args))
+    trainer._setup_train()  # builds data, student, teacher, losses; measures, prints and writes the balance
+    return trainer.balance, trainer.save_dir

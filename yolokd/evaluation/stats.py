@@ -1,9 +1,10 @@
-"""Seed statistics for studies: mean ± std per row, and whether a gain over the baseline exceeds seed noise.
+"""Seed statistics for studies: mean ± std per row, and whether a change from the baseline exceeds seed noise.
 
 The noise rule (:data:`NOISE_RULE`): the runs of one seed are paired (same initial student, data order and
 augmentation), d_s = method_s - baseline_s. The gain is mean(d); its standard error is SE = std(d) / sqrt(n), with
-the sample std (ddof=1) over the n seeds both rows have. The gain *exceeds seed noise* when n >= 2 and
-mean(d) > 2 SE. That is a screen, not a test: with 2 seeds SE rests on one degree of freedom, and a one-sided 95 %
+the sample std (ddof=1) over the n seeds both rows have. With n >= 2 the method is *better* when mean(d) > 2 SE,
+*worse* when mean(d) < -2 SE (a loss beyond noise is marked as plainly as a gain), and within *noise* otherwise.
+That is a screen, not a test: with 2 seeds SE rests on one degree of freedom, and a one-sided 95 %
 t-test would need mean(d) > 6.31 SE (2.92 SE with 3 seeds, 2.13 with 5); :func:`t_critical_95` gives that bar.
 """
 
@@ -16,7 +17,8 @@ from dataclasses import dataclass
 
 NOISE_RULE = (
     "gain = mean over seeds of (method - baseline) mAP50-95, runs of the same seed paired; SE = sample std of "
-    "those per-seed differences / sqrt(n seeds); the gain exceeds seed noise when n >= 2 and gain > 2 x SE"
+    "those per-seed differences / sqrt(n seeds); with n >= 2 the verdict is 'better' when gain > 2 x SE, 'WORSE' "
+    "when gain < -2 x SE and 'noise' otherwise, each with the gain in SE units"
 )
 NOISE_FACTOR = 2.0
 # One-sided 95 % Student t quantiles by degrees of freedom (1-10); a normal 1.645 beyond.
@@ -57,6 +59,7 @@ class PairedGain:
         se: std / sqrt(n) (NaN with one seed).
         n: number of seeds both rows have.
         exceeds_noise: mean > 2 SE (:data:`NOISE_RULE`); None when it cannot be judged (n < 2).
+        hurts: mean < -2 SE, a loss beyond seed noise; None when it cannot be judged (n < 2).
         t_bar: the SE multiple a one-sided 95 % paired t-test would need at n - 1 degrees of freedom.
     """
 
@@ -65,21 +68,26 @@ class PairedGain:
     se: float
     n: int
     exceeds_noise: bool | None
+    hurts: bool | None
     t_bar: float
 
     @property
     def verdict(self) -> str:
-        """``yes`` / ``no`` / ``n/a (1 seed)`` for a table cell."""
+        """``better (+3.1 SE)`` / ``WORSE (-4.0 SE)`` / ``noise (+0.7 SE)`` / ``n/a (1 seed)`` for a table cell."""
         if self.exceeds_noise is None:
             return f"n/a ({self.n} seed{'s' if self.n != 1 else ''})"
-        return "yes" if self.exceeds_noise else "no"
+        in_se = f"{self.mean / self.se:+.1f} SE" if self.se > 0 else "SE = 0"
+        if self.exceeds_noise:
+            return f"better ({in_se})"
+        return f"WORSE ({in_se})" if self.hurts else f"noise ({in_se})"
 
 
 def paired_gain(method: Mapping[int, float], baseline: Mapping[int, float]) -> PairedGain:
-    """Gain of `method` over `baseline` (both: seed -> metric) on the seeds they share, with the noise verdict."""
+    """Gain of `method` over `baseline` (both: seed -> metric) on the seeds they share, with the 2 SE verdict."""
     seeds = sorted(set(method) & set(baseline))
     differences = [method[seed] - baseline[seed] for seed in seeds]
     summary = summarize(differences)
     se = summary.std / math.sqrt(summary.n) if summary.n > 1 else math.nan
     exceeds = None if summary.n < 2 else bool(summary.mean > NOISE_FACTOR * se)
-    return PairedGain(summary.mean, summary.std, se, summary.n, exceeds, t_critical_95(summary.n - 1))
+    hurts = None if summary.n < 2 else bool(summary.mean < -NOISE_FACTOR * se)
+    return PairedGain(summary.mean, summary.std, se, summary.n, exceeds, hurts, t_critical_95(summary.n - 1))

@@ -1,4 +1,5 @@
-"""The tables of ``yolokd study``: mean ± std per row, the gain over the baseline and whether it exceeds seed noise.
+"""The tables of ``yolokd study``: mean ± std per row, the gain over the baseline and whether it is better, worse or
+within seed noise (the 2 SE rule of :mod:`yolokd.evaluation.stats`).
 
 Writes ``study.md`` (summary table, rule, settings, per-seed values), ``study.json`` (everything, per run) and
 ``study.png`` (mean mAP50-95 per row with ±1 std error bars, the teacher as a dashed line).
@@ -71,7 +72,7 @@ class StudyReport:
         """Summary table, the noise rule, the teacher, settings and the per-seed mAP50-95 values."""
         lines = [
             "| row | seeds | mAP50-95 (mean ± std) | mAP50 (mean ± std) | COCO AP (mean) | gain vs baseline (± SE) "
-            "| gain > 2 SE? | gap closed | train s / run |",
+            "| vs baseline (2 SE rule) | gap closed | train s / run |",
             "|---|---:|---:|---:|---:|---:|---|---:|---:|",
         ]
         for summary in self.summaries():

@@ -25,13 +25,19 @@ class LossParams:
             one2one branch's inputs), so what the student learns from the teacher there shapes the shared
             features. ``one2one`` distils the NMS-free branch's head only. Heads without a one2one branch
             (YOLOv8, YOLO11) only have ``one2many``.
+        grad_share: with ``balance.weight_mode: auto`` (the default), the method's terms are scaled once, at the
+            start of the run, so that their gradient on the student is this share of the GT loss's gradient
+            (:mod:`yolokd.engine.balance`); the terms keep the paper's ratio to each other. Ignored in ``paper`` mode.
     """
 
     branch: str = "one2many"
+    grad_share: float = 1.0
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
             raise ValueError(f"branch={self.branch!r} is not one of {BRANCHES}")
+        if not self.grad_share > 0:
+            raise ValueError(f"grad_share={self.grad_share} must be > 0")
         for field in fields(self):  # every term weight (``weight``, ``cls_weight``, ...) is a non-negative number
             value = getattr(self, field.name)
             if field.name.endswith("weight") and value < 0:

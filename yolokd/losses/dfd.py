@@ -14,15 +14,16 @@ The other cells, low-disparity (LD), get the strict ``L_LD = Σ_LD (F_t - F_s)²
 YOLO adaptation: student features first go through a 1x1 aligner to the teacher's width (identity when widths
 match; the paper's FPN pairs have equal widths); the disparity, both terms and ``f_trans`` use the aligned
 features. The paper's sums grow with image area and width (at 640 px a YOLOv8s neck has 1.43 M elements per
-image, a RetinaNet FPN at 1333x800 about 5.7 M), so each level's two sums are divided by that level's element
-count B·D·H·W and the levels are added, as ``mimic`` does. This is a constant per level: the HD and LD cells keep
-the paper's relative weight (an HD cell counts α/β = 2.8 times an LD cell), and with α = β and ``f_trans`` the
-identity the loss is exactly ``mimic``. Defaults α = 2.8, β = 1.0 keep the paper's ratio; their scale comes from
-a measurement on the synthetic set (YOLOv8s -> YOLOv8n, measured at α = β = 1 after 2-7 steps, see the README):
-with a demo-trained teacher at 128 px the per-level sums were HD 0.78, LD 1.36 against box/cls/dfl loss items of
-6.6/5.2/4.1, so α = 2.8, β = 1 puts DFD at about a fifth of the GT loss; with an untrained stand-in teacher at
-64 px, LD 0.12-0.19 and HD < 0.01 against 0.2-1.0/0.8-1.2/0.1-0.6 (f_trans absorbs most of the HD error). For
-scale, the paper's α = 2.8e-5 on sums is 40x the pyramid-wide per-element mean of a YOLOv8s neck at 640 px.
+image, a RetinaNet FPN at 1333x800 about 5.7 M), so both terms are summed over all levels, as in the paper, and
+divided by the pyramid's total element count ``Σ_l B·D_l·H_l·W_l``: a pyramid-wide per-element mean. Every element
+of every level counts the same, as in the paper's sums (a P5 cell weighs no more than a P3 cell), and the value
+does not depend on the image size or the batch. The HD and LD cells keep the paper's relative weight (an HD cell
+counts α/β = 2.8 times an LD cell), and with α = β and ``f_trans`` the identity the loss is the squared error
+averaged over the whole pyramid. Defaults α = 2.8, β = 1.0 are the paper's ratio on this per-element scale (for a
+YOLOv8s neck at 640 px, 1.43 M elements per image, the paper's 2.8e-5 · Σ is 40 x the per-element mean). The
+overall scale is set by yolokd's KD balance in the default weight mode, which measures each method's gradient share
+at the start of a run; in ``paper`` mode the fixed α, β apply as written.
+
 ``f_trans`` and the aligners are train-only: the KD optimiser trains them; they never enter the student checkpoint.
 
 At student == teacher the disparity is 0 everywhere, every cell ties with the mean and counts as high-disparity
@@ -131,7 +132,8 @@ class DFDParams(LossParams):
 
 
 class DFDLoss(DistillLoss):
-    """DFD on the neck features of every level: ``dfd_hd`` (α, lenient) and ``dfd_ld`` (β, strict)."""
+    """DFD on the neck features of every level: ``dfd_hd`` (α, lenient) and ``dfd_ld`` (β, strict), each summed over
+    the pyramid and divided by its element count ``Σ_l B·D_l·H_l·W_l``."""
 
     name = "dfd"
     Params = DFDParams
@@ -144,17 +146,17 @@ class DFDLoss(DistillLoss):
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         aligned = self.aligner([f.float() for f in student.feats])
-        hd_total, ld_total = [], []
+        hd_sums, ld_sums = [], []
         for student_feat, teacher_feat, transform in zip(aligned, teacher.feats, self.transforms, strict=True):
             teacher_feat = teacher_feat.float()
             high = disparity_mask(student_feat, teacher_feat)
-            elements = teacher_feat.numel()
-            hd_total.append(region_loss(transform(student_feat), teacher_feat, high) / elements)
-            ld_total.append(region_loss(student_feat, teacher_feat, ~high) / elements)
+            hd_sums.append(region_loss(transform(student_feat), teacher_feat, high))
+            ld_sums.append(region_loss(student_feat, teacher_feat, ~high))
+        elements = sum(f.numel() for f in teacher.feats)  # Σ_l B·D_l·H_l·W_l: one per-element mean over the pyramid
         hd_name, ld_name = self.term_names
         return {
-            hd_name: self.params.hd_weight * torch.stack(hd_total).sum(),
-            ld_name: self.params.ld_weight * torch.stack(ld_total).sum(),
+            hd_name: self.params.hd_weight * torch.stack(hd_sums).sum() / elements,
+            ld_name: self.params.ld_weight * torch.stack(ld_sums).sum() / elements,
         }
 
 

@@ -5,15 +5,27 @@ Zheng et al., CVPR 2022, https://arxiv.org/abs/2102.12252 (code: https://github.
 A DFL head predicts, per anchor and box side, a distribution over R bins. LD softens the teacher's and the
 student's distributions with a temperature T and pulls the student's towards the teacher's with
 ``KL(softmax(d_t/T) || softmax(d_s/T)) * T²`` on the student's positive anchors, each weighted by the student's
-own (detached) top class score ``sg(max_c σ(s_ac))``. Defaults T = 10, weight 0.25 (the authors' GFL configs).
+own (detached) top class score ``w_a = sg(max_c σ(s_ac))``. Defaults T = 10, weight 0.25 (the authors' GFL configs).
 
-YOLO adaptation: the reference code averages the pointwise KL over the bins (``.mean(1)``) and over the four
-sides (``avg_factor=4``) and sums over positive anchors without normalising by their number; yolokd keeps both
-means (``dfl_kl / (4R)`` per anchor) and divides by the student's N_pos, as every yolokd term is (the trainer then
-multiplies by the batch size, as Ultralytics does for its own loss), so the weight keeps its ratio to the DFL loss
-whatever the number of objects. Positives are the student's TAL assignment (``Targets.fg_mask``). LD needs DFL
-heads (reg_max > 1) with the same R on both sides: YOLO26 (reg_max = 1, direct ltrb) is refused when the run is
-built; use ``bckd`` (IoU-based localisation KD) or ``crosskd`` (GIoU for reg_max = 1 teachers) instead.
+YOLO adaptation: LD is about the size of DFL, as in the reference. The reference (mmdetection's ``LDHead`` on GFL)
+averages the pointwise KL over the bins and the four sides (``KL'_a = dfl_kl / (4R)`` here) and SUMS
+``0.25 · w_a · KL'_a`` over the positives of its per-GPU batch (2 images) without any normaliser, while its DFL is
+``0.25 · Σ_pos w_a · DFL_a / S_r`` with ``S_r = Σ_pos w_a`` over those 2 images. Per anchor, LD's gradient is
+therefore ``S_r`` times DFL's (for equal per-anchor KL' and DFL gradients), and the weight 0.25 was tuned for
+that. An earlier yolokd version divided the sum by N_pos but kept 0.25, which made LD, relative to DFL, about
+12 · N_pos / B times weaker than in the reference (hundreds of times at COCO-like object counts): effectively off.
+yolokd now computes
+
+    ld_loc = weight · (1.5 / 0.25) · 2 · Σ_pos w_a · KL'_a / B
+
+(B = images in the batch; the trainer multiplies every term by B, as Ultralytics does for its own loss). Ultralytics'
+DFL term is ``B · 1.5 · Σ_pos w_u · DFL_a / S_u`` (hyp ``dfl`` = 1.5, ``w_u`` the TAL target scores,
+``S_u = target_scores_sum``), so per anchor the LD/DFL gradient ratio is ``2 · (S_u / B) · (w_a / w_u)`` times
+``∇KL' / ∇DFL``: the reference's ``S_r`` whenever the score weights summed per image match (exactly so for B = 2
+and ``w_a ∝ w_u``). ``weight`` keeps the paper's 0.25 and its meaning (LD relative to a 0.25 DFL). Positives are the
+student's TAL assignment (``Targets.fg_mask``). LD needs DFL heads (reg_max > 1) with the same R on both sides:
+YOLO26 (reg_max = 1, direct ltrb) is refused when the run is built; use ``bckd`` (IoU-based localisation KD) or
+``crosskd`` (GIoU for reg_max = 1 teachers) instead.
 """
 
 from __future__ import annotations
@@ -26,6 +38,13 @@ from torch import Tensor
 from yolokd.engine.views import Targets, View
 from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
+
+# Ultralytics' DFL gain (default hyp ``dfl``): the DFL term LD is sized against.
+ULTRALYTICS_DFL_GAIN = 1.5
+# The reference's DFL loss_weight (mmdetection GFL/LD configs): the weight 0.25 of LD was tuned next to it.
+REFERENCE_DFL_WEIGHT = 0.25
+# Images per GPU in the reference configs: its un-normalised LD sum runs over this many images.
+REFERENCE_IMAGES_PER_GPU = 2
 
 
 def dfl_kl(student_dist: Tensor, teacher_dist: Tensor, temperature: float) -> Tensor:
@@ -65,7 +84,7 @@ class LDParams(LossParams):
 
 
 class LDLoss(DistillLoss):
-    """LD on a YOLO DFL head: ``ld_loc = weight * Σ_pos sg(max_c σ(s)) * dfl_kl / (4R) / N_pos``."""
+    """LD on a YOLO DFL head: ``ld_loc = weight * (1.5 / 0.25) * 2 * Σ_pos sg(max_c σ(s)) * dfl_kl / (4R) / B``."""
 
     name = "ld"
     Params = LDParams
@@ -94,7 +113,9 @@ class LDLoss(DistillLoss):
         # Every anchor is computed and negatives are zeroed (a boolean gather would sync with the host each step).
         score_weight = student.cls_logits.detach().float().amax(dim=-1).sigmoid() * targets.fg_mask  # (B, A)
         kl = dfl_kl(student_dist, teacher_dist, self.params.temperature) / (4 * reg_max)
-        term = (score_weight.reshape(-1) * kl).sum() / targets.num_positives
+        # Σ over the positives of B images, scaled to the reference's 2-image sum next to a 0.25 DFL (docstring).
+        scale = ULTRALYTICS_DFL_GAIN / REFERENCE_DFL_WEIGHT * REFERENCE_IMAGES_PER_GPU / student.batch_size
+        term = (score_weight.reshape(-1) * kl).sum() * scale
         return {self.term_names[0]: self.params.weight * term}
 
 

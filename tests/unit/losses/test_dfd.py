@@ -52,7 +52,7 @@ def test_mask_carries_no_gradient():
 
 
 def test_ld_term_is_squared_error_over_low_disparity_cells():
-    """dfd_ld = β Σ_{LD cells} (F_t - F_s)² / (B·D·H·W), the LD cells read off by hand."""
+    """dfd_ld = β Σ_{LD cells} (F_t - F_s)² / (B·D·H·W) on one level, the LD cells read off by hand."""
     low_cells = [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0)]  # (image, row, col)
     expected = sum((TEACHER[b, 0, i, j] - 1.0) ** 2 for b, i, j in low_cells) / 8
     terms = _terms(DFDLoss(DFDParams(ld_weight=0.5), feature_spec(1), feature_spec(1)), STUDENT, TEACHER)
@@ -60,11 +60,53 @@ def test_ld_term_is_squared_error_over_low_disparity_cells():
 
 
 def test_hd_term_goes_through_the_transformation_on_high_cells():
-    """dfd_hd = α Σ_{HD cells} (F_t - f_trans(F_s))² / (B·D·H·W)."""
+    """dfd_hd = α Σ_{HD cells} (F_t - f_trans(F_s))² / (B·D·H·W) on one level."""
     loss = DFDLoss(DFDParams(hd_weight=3.0), feature_spec(1), feature_spec(1))
     transformed = loss.transforms[0](STUDENT)
     expected = ((TEACHER - transformed) ** 2 * EXPECTED_HIGH.unsqueeze(1)).sum() / 8
     assert _terms(loss, STUDENT, TEACHER)["dfd_hd"].item() == pytest.approx(3.0 * expected.item(), rel=1e-6)
+
+
+def _pyramid(seed: int, scale: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Student and teacher features of a 3-level pyramid (B=2, D=4/6/8, 8x8/4x4/2x2 cells at scale 1).
+
+    ``scale`` > 1 upsamples both sides at every level (nearest: the same content at a higher resolution).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    student, teacher = [], []
+    for channels, size in zip((4, 6, 8), (8, 4, 2), strict=True):
+        pair = torch.randn(2, 2, channels, size, size, generator=generator)
+        pair[1] = 0.6 * pair[0] + 0.8 * pair[1]  # the teacher correlates with the student
+        if scale > 1:
+            pair = torch.nn.functional.interpolate(pair.flatten(0, 1), scale_factor=scale, mode="nearest")
+            pair = pair.unflatten(0, (2, 2))
+        student.append(pair[0])
+        teacher.append(pair[1])
+    return student, teacher
+
+
+def test_levels_are_pooled_into_one_per_element_mean():
+    """Both terms are the pyramid's sums over every level divided by Σ_l B·D_l·H_l·W_l (a loop oracle per level)."""
+    torch.manual_seed(0)
+    loss = DFDLoss(DFDParams(hd_weight=2.0, ld_weight=0.5), feature_spec(4, 6, 8), feature_spec(4, 6, 8))
+    student, teacher = _pyramid(seed=1)
+    masks = [disparity_mask(s, t) for s, t in zip(student, teacher, strict=True)]
+    elements = sum(t.numel() for t in teacher)
+    hd = sum(region_loss(f(s), t, m) for f, s, t, m in zip(loss.transforms, student, teacher, masks, strict=True))
+    ld = sum(region_loss(s, t, ~m) for s, t, m in zip(student, teacher, masks, strict=True))
+    terms = run_loss(loss, student, teacher)
+    assert terms["dfd_hd"].item() == pytest.approx(2.0 * hd.item() / elements, rel=1e-5)
+    assert terms["dfd_ld"].item() == pytest.approx(0.5 * ld.item() / elements, rel=1e-5)
+
+
+def test_loss_does_not_depend_on_the_resolution():
+    """The same feature pair at 2x the resolution (every level, both sides upsampled) gives the same loss within 5%."""
+    torch.manual_seed(0)
+    loss = DFDLoss(DFDParams(), feature_spec(4, 6, 8), feature_spec(4, 6, 8))
+    base = run_loss(loss, *_pyramid(seed=3))
+    doubled = run_loss(loss, *_pyramid(seed=3, scale=2))
+    for name in ("dfd_hd", "dfd_ld"):
+        assert doubled[name].item() == pytest.approx(base[name].item(), rel=0.05), name
 
 
 def test_transformation_module_is_trained():

@@ -1,0 +1,36 @@
+"""The study table's verdict column: a loss beyond 2 SE is marked as plainly as a gain."""
+
+from __future__ import annotations
+
+from yolokd.evaluation.study import RunScore
+from yolokd.evaluation.study_report import StudyReport
+
+
+def _report(maps: dict[str, list[float]]) -> StudyReport:
+    seeds = [0, 1, 2]
+    scores = [
+        RunScore(row, seed, value, value, {"ap": value}, 1.0, "")
+        for row, values in maps.items()
+        for seed, value in zip(seeds, values, strict=True)
+    ]
+    settings = {"rows": list(maps), "seeds": seeds, "train_args": {}, "teacher": "teacher.pt"}
+    return StudyReport(scores, settings, None, 60.0)
+
+
+def test_table_marks_better_worse_and_noise_rows():
+    """Header 'vs baseline (2 SE rule)'; +5.2 SE reads better, -10.4 SE reads WORSE, +0.5 SE reads noise."""
+    markdown = _report(
+        {
+            "baseline": [0.10, 0.10, 0.10],
+            "gains": [0.12, 0.14, 0.13],
+            "hurts": [0.05, 0.03, 0.04],
+            "flat": [0.13, 0.09, 0.095],
+        }
+    ).markdown()
+    summary_table = markdown.split("\n\n")[0].splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line for line in summary_table}
+    assert "| vs baseline (2 SE rule) |" in rows["row"]
+    assert "| better (+5.2 SE) |" in rows["gains"]
+    assert "| WORSE (-10.4 SE) |" in rows["hurts"]
+    assert "| noise (" in rows["flat"] and "WORSE" not in rows["flat"]
+    assert "'WORSE' when gain < -2 x SE" in markdown

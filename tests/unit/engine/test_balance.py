@@ -1,0 +1,130 @@
+"""KD balance: gradient norms and shares on hand-made terms, the frozen scales, paper mode, and state restore."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from yolokd.engine.balance import (
+    GT_TOTAL,
+    Balance,
+    BalanceReport,
+    grad_norm,
+    measure_balance,
+    method_scales,
+    preserved_state,
+)
+
+
+class ToyDistiller:
+    """Two methods: 'a' with terms a_x, a_y; 'b' with term b_z."""
+
+    term_names = ("a_x", "a_y", "b_z")
+
+    def method_terms(self):
+        return {"a": ("a_x", "a_y"), "b": ("b_z",)}
+
+
+class ToyCriterion:
+    """GT parts and KD terms that are linear in one weight vector w, so every gradient norm is known by hand.
+
+    gt box = 3 * w0 * B, gt cls = 4 * w1 * B (gradient norms 3B and 4B, together 5B);
+    a_x = 6 * w0, a_y = 8 * w1 (method a: gradient norm 10 B after the trainer's x B); b_z = 0.5 * w2 (0.5 B).
+    """
+
+    distiller = ToyDistiller()
+
+    def loss_parts(self, preds, batch):
+        w = preds
+        size = batch["img"].shape[0]
+        gt = {"box": 3 * w[0] * size, "cls": 4 * w[1] * size}
+        return gt, {"a_x": 6 * w[0], "a_y": 8 * w[1], "b_z": 0.5 * w[2]}
+
+
+class ToyModel(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor([1.0, 2.0, 3.0]))
+
+    def forward(self, images):
+        return self.w
+
+
+def _batches(count: int, size: int = 2):
+    return [{"img": torch.zeros(size, 3, 4, 4)} for _ in range(count)]
+
+
+def test_grad_norm_of_a_known_function():
+    w = nn.Parameter(torch.tensor([1.0, -2.0]))
+    assert grad_norm((3 * w[0] + 4 * w[1]), [w]) == pytest.approx(5.0)
+    assert grad_norm(torch.tensor(2.0), [w]) == 0.0  # no graph: no gradient
+
+
+def test_measure_balance_reports_the_hand_computed_ratios():
+    report = measure_balance(ToyModel(), ToyCriterion(), _batches(3), {"a": 0.5, "b": 2.0}, "auto")
+    size = 2
+    assert report.batches == 3
+    assert report.gt["box"].grad_norm == pytest.approx(3 * size)
+    assert report.gt[GT_TOTAL].grad_norm == pytest.approx(5 * size)
+    assert report.gt["box"].value == pytest.approx(3.0)  # value per batch: w0 = 1 times 3
+    assert report.terms["a_x"].grad_norm == pytest.approx(6 * size)
+    assert report.terms["a_y"].value == pytest.approx(16.0)
+    a, b = report.methods["a"], report.methods["b"]
+    assert a.grad_norm == pytest.approx(10 * size) and a.measured_share == pytest.approx(2.0)
+    assert b.measured_share == pytest.approx(0.1)
+    # scale = share * ||grad GT|| / ||grad method||: a 0.5 * 5 / 10, b 2 * 5 / 0.5
+    assert a.scale == pytest.approx(0.25) and b.scale == pytest.approx(20.0)
+    assert report.scales == {"a": a.scale, "b": b.scale}
+
+
+def test_paper_mode_keeps_every_scale_at_one_but_still_measures():
+    report = measure_balance(ToyModel(), ToyCriterion(), _batches(1), {"a": 0.5, "b": 2.0}, "paper")
+    assert report.scales == {"a": 1.0, "b": 1.0}
+    assert report.methods["a"].measured_share == pytest.approx(2.0)
+
+
+def test_zero_gradient_method_is_a_clear_error_in_auto_mode():
+    with pytest.raises(ValueError, match=r"method 'b' has gradient norm 0.0.*weight_mode=paper"):
+        method_scales(5.0, {"a": 1.0, "b": 0.0}, {"a": 1.0, "b": 1.0}, "auto")
+    with pytest.raises(ValueError, match="GT loss has gradient norm nan"):
+        method_scales(math.nan, {"a": 1.0}, {"a": 1.0}, "auto")
+    assert method_scales(0.0, {"a": 0.0}, {"a": 1.0}, "paper") == {"a": 1.0}
+
+
+def test_report_round_trips_exactly_and_renders(tmp_path):
+    report = measure_balance(ToyModel(), ToyCriterion(), _batches(2), {"a": 1 / 3, "b": 0.7}, "auto")
+    again = BalanceReport.from_dict(report.to_dict())
+    assert again == report and again.scales == report.scales  # floats compare bit for bit
+    json_path, md_path = report.write(tmp_path)
+    assert json_path.is_file() and "| a | a_x, a_y |" in md_path.read_text()
+    assert "| box |" in report.markdown() and "| b_z |" in report.markdown()
+
+
+def test_preserved_state_restores_parameters_buffers_and_rngs():
+    model = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    dataset = type("Data", (), {"buffer": [1, 2]})()
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    with preserved_state([model], dataset):
+        model.train()(torch.randn(4, 2))  # updates BN statistics
+        with torch.no_grad():
+            model[0].weight.add_(1.0)
+        dataset.buffer.append(3)
+        random.random(), np.random.rand(), torch.rand(1)
+    after = (random.random(), np.random.rand(), torch.rand(1))
+    random.seed(0), np.random.seed(0), torch.manual_seed(0)
+    assert after == (random.random(), np.random.rand(), torch.rand(1))  # as if nothing had been drawn
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, before[key]), key
+    assert dataset.buffer == [1, 2]
+
+
+@pytest.mark.parametrize("bad", [{"weight_mode": "tuned"}, {"batches": 0}])
+def test_balance_settings_are_checked(bad):
+    with pytest.raises(ValueError):
+        Balance(**bad)

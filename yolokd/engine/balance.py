@@ -1,0 +1,269 @@
+"""KD balance: how strongly each KD term pulls on the student, next to the GT loss, before any step is taken.
+
+Papers tune their KD weights against their detector's loss (mmdetection's GFL, FCOS, RetinaNet). Ultralytics' loss
+is larger (box gain 7.5, normalised by the summed target scores), so a paper weight is not a transferable number:
+LD at its paper weight was about 1/500 of DFL per anchor, PGD's cls terms started at 3x the whole GT loss.
+
+What transfers is a share of the gradient. At the start of a run, over the first ``batches`` training batches
+(the real teacher, the real student, no optimiser step), :func:`measure_balance` records for every KD term and
+for each GT component (box, cls, dfl) its value and the L2 norm of its gradient on the student's parameters.
+In ``weight_mode: auto`` (the default) each method then gets one scale, frozen for the whole run:
+
+    scale_m = grad_share_m * ||∇ L_GT|| / ||∇ Σ_terms(m) L_t||
+
+so that the method's gradient on the student is ``grad_share_m`` times the GT loss's (the method's own terms keep
+their paper ratio to each other). The scales are saved in ``kd_state.pt`` and reused on resume, bit for bit.
+``weight_mode: paper`` keeps each method's paper weights as written (scale 1); the table is still measured.
+
+The measurement leaves no trace: the student's and the KD modules' parameters and buffers (BN statistics,
+G-DetKD's queue), the random-number generators and the data set's mosaic buffer are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+WEIGHT_MODES = ("auto", "paper")
+DATASET_CACHES = ("buffer", "ims", "im_hw0", "im_hw")  # Ultralytics BaseDataset lists that loading an image changes
+GT_TOTAL = "gt_total"
+
+
+@dataclass
+class Balance:
+    """How each method's overall KD weight is set (experiment section ``balance:``).
+
+    Attributes:
+        weight_mode: ``auto`` scales each method so its gradient on the student is ``grad_share`` times the GT
+            loss's, measured at the start of the run and then frozen; ``paper`` keeps the papers' weights as written.
+        batches: training batches the balance is measured on (mean of per-batch gradient norms).
+    """
+
+    weight_mode: str = "auto"
+    batches: int = 4
+
+    def __post_init__(self) -> None:
+        if self.weight_mode not in WEIGHT_MODES:
+            raise ValueError(f"weight_mode={self.weight_mode!r} is not one of {WEIGHT_MODES}")
+        if self.batches < 1:
+            raise ValueError(f"batches={self.batches} must be >= 1")
+
+
+@dataclass
+class TermBalance:
+    """One measured quantity: its mean value per batch and the mean L2 norm of its gradient on the student."""
+
+    value: float
+    grad_norm: float
+
+
+@dataclass
+class MethodBalance:
+    """One method (loss module): its gradient share of the GT loss's before and after its frozen scale."""
+
+    terms: list[str]
+    grad_norm: float
+    measured_share: float
+    grad_share: float
+    scale: float
+
+
+@dataclass
+class BalanceReport:
+    """Everything the balance step measured and decided; saved as ``kd_balance.json`` / ``.md`` and in kd_state."""
+
+    weight_mode: str
+    batches: int
+    gt: dict[str, TermBalance]
+    terms: dict[str, TermBalance]
+    methods: dict[str, MethodBalance] = field(default_factory=dict)
+
+    @property
+    def scales(self) -> dict[str, float]:
+        """Frozen scale of each method (1.0 in paper mode)."""
+        return {name: method.scale for name, method in self.methods.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BalanceReport:
+        return cls(
+            weight_mode=data["weight_mode"],
+            batches=data["batches"],
+            gt={k: TermBalance(**v) for k, v in data["gt"].items()},
+            terms={k: TermBalance(**v) for k, v in data["terms"].items()},
+            methods={k: MethodBalance(**v) for k, v in data["methods"].items()},
+        )
+
+    def markdown(self) -> str:
+        """Two tables: every term next to the GT components, then each method's share and frozen scale."""
+        gt_grad = self.gt[GT_TOTAL].grad_norm
+        lines = [
+            f"KD balance over the first {self.batches} batches (weight_mode: {self.weight_mode}); gradient norms on "
+            "the student's parameters, shares relative to the whole GT loss's.",
+            "",
+            "| term | value / batch | grad norm | grad share of GT |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, term in {**self.gt, **self.terms}.items():
+            share = term.grad_norm / gt_grad if gt_grad > 0 else math.nan
+            lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
+        lines += [
+            "",
+            "| method | terms | share at paper weights | target share | frozen scale | share as trained |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+        for name, method in self.methods.items():
+            lines.append(
+                f"| {name} | {', '.join(method.terms)} | {method.measured_share:.3g} | {method.grad_share:.3g} | "
+                f"{method.scale:.4g} | {method.measured_share * method.scale:.3g} |"
+            )
+        return "\n".join(lines) + "\n"
+
+    def write(self, folder: Path) -> tuple[Path, Path]:
+        """Write ``kd_balance.json`` and ``kd_balance.md`` into `folder`."""
+        folder.mkdir(parents=True, exist_ok=True)
+        json_path, md_path = folder / "kd_balance.json", folder / "kd_balance.md"
+        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        md_path.write_text(self.markdown())
+        return json_path, md_path
+
+
+def grad_norm(output: Tensor, params: list[nn.Parameter]) -> float:
+    """L2 norm over `params` of d output / d params (0 for parameters the output does not reach)."""
+    if not output.requires_grad:
+        return 0.0
+    grads = torch.autograd.grad(output, params, retain_graph=True, allow_unused=True)
+    squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
+    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+
+
+def method_scales(
+    gt_grad: float, method_grads: dict[str, float], shares: dict[str, float], mode: str
+) -> dict[str, float]:
+    """Frozen scale per method: ``share * gt_grad / method_grad`` in auto mode, 1.0 in paper mode.
+
+    Raises:
+        ValueError: in auto mode, when a method's or the GT loss's gradient is zero or not finite (nothing to
+            scale against), naming the fix.
+    """
+    if mode == "paper":
+        return dict.fromkeys(method_grads, 1.0)
+    if not (math.isfinite(gt_grad) and gt_grad > 0):
+        raise ValueError(
+            f"KD balance: the GT loss has gradient norm {gt_grad} on the student, so no KD weight can be set from "
+            "it; check the data's labels, or set balance.weight_mode=paper"
+        )
+    scales = {}
+    for name, grad in method_grads.items():
+        if not (math.isfinite(grad) and grad > 0):
+            raise ValueError(
+                f"KD balance: method '{name}' has gradient norm {grad} on the student over the balance batches "
+                "(student equal to the teacher, or a term that never reaches the student), so its auto weight is "
+                "undefined; set balance.weight_mode=paper or remove the method"
+            )
+        scales[name] = shares[name] * gt_grad / grad
+    return scales
+
+
+@contextmanager
+def preserved_state(modules: Iterable[nn.Module], dataset: Any = None) -> Iterator[None]:
+    """Restore the modules' parameters and buffers, every RNG and the data set's mosaic buffer and image cache.
+
+    Ultralytics' training set keeps the images it loaded in ``ims`` and their indices in ``buffer`` (mosaic draws
+    its partners from it); both are put back as they were, so training starts exactly as without the balance.
+    """
+    modules = list(modules)
+    saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    lists = {
+        name: list(getattr(dataset, name)) for name in DATASET_CACHES if isinstance(getattr(dataset, name, None), list)
+    }
+    try:
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            yield
+    finally:
+        for module, state in zip(modules, saved, strict=True):
+            module.load_state_dict(state)
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
+        for name, items in lists.items():
+            getattr(dataset, name)[:] = items
+
+
+def measure_balance(
+    model: nn.Module,
+    criterion: Any,
+    batches: Iterable[dict[str, Any]],
+    shares: dict[str, float],
+    mode: str,
+) -> BalanceReport:
+    """Measure every GT component and KD term on `batches` and decide each method's frozen scale.
+
+    Args:
+        model: the student (its ``criterion`` is `criterion`); run in train mode as in training.
+        criterion: the run's :class:`~yolokd.engine.criterion.DistillationCriterion` (kd_factor and scales at 1).
+        batches: preprocessed training batches.
+        shares: each method's target gradient share (``grad_share``), keyed by loss-module name.
+        mode: ``auto`` or ``paper``.
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    methods = criterion.distiller.method_terms()
+    sums: dict[str, list[float]] = {}
+    gt_names: tuple[str, ...] = ()
+    count = 0
+    model.train()
+    for batch in batches:
+        gt_parts, terms = criterion.loss_parts(model(batch["img"]), batch)
+        batch_size = batch["img"].shape[0]
+        gt_names = tuple(gt_parts)
+        values = {**gt_parts, GT_TOTAL: torch.stack(list(gt_parts.values())).sum()}
+        values.update({name: term * batch_size for name, term in terms.items()})
+        for method, names in methods.items():
+            values[f"method:{method}"] = torch.stack([terms[n] for n in names]).sum() * batch_size
+        for name, value in values.items():
+            entry = sums.setdefault(name, [0.0, 0.0])
+            entry[0] += float(value.detach()) / batch_size
+            entry[1] += grad_norm(value, params)
+        count += 1
+    if count == 0:
+        raise ValueError("KD balance: no training batch to measure on; the training set is empty")
+    bad = [name for name in criterion.distiller.term_names if not math.isfinite(sum(sums[name]))]
+    if bad:
+        raise FloatingPointError(
+            f"KD term(s) {bad} became NaN/Inf at the KD balance step, before training: no step was taken. Check the "
+            "teacher checkpoint and the term's weights"
+        )
+    mean = {name: TermBalance(value / count, norm / count) for name, (value, norm) in sums.items()}
+    gt = {name: mean[name] for name in (*gt_names, GT_TOTAL)}
+    method_grads = {m: mean[f"method:{m}"].grad_norm for m in methods}
+    scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode)
+    gt_grad = gt[GT_TOTAL].grad_norm
+    report = BalanceReport(
+        weight_mode=mode,
+        batches=count,
+        gt=gt,
+        terms={name: mean[name] for name in criterion.distiller.term_names},
+        methods={
+            m: MethodBalance(
+                terms=list(methods[m]),
+                grad_norm=method_grads[m],
+                measured_share=method_grads[m] / gt_grad if gt_grad > 0 else math.nan,
+                grad_share=shares[m],
+                scale=scales[m],
+            )
+            for m in methods
+        },
+    )
+    return report
