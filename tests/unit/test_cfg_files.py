@@ -27,3 +27,4 @@ def test_demo_config_matches_demo_defaults():
     assert (args["imgsz"], args["batch"], args["seed"]) == (defaults["imgsz"], defaults["batch"], defaults["seed"])
     assert (args["optimizer"], args["lr0"], args["mosaic"]) == ("AdamW", 0.002, 0.0)
     assert [entry.name for entry in experiment.distill] == [defaults["method"]]
+    assert (CFG_DIR.parent / experiment.teacher).resolve() == Path(defaults["teacher"]).resolve()  # shipped teacher

@@ -76,7 +76,7 @@ def test_unknown_distill_key_lists_valid_keys() -> None:
     message = error_of(with_entry(cls_wieght=1.0))
     assert message.startswith("distill.0.cls_wieght:")
     assert "did you mean 'cls_weight'?" in message
-    assert "loss, branch, cls_weight, loc_weight" in message
+    assert "loss, branch, grad_share, cls_weight, loc_weight" in message
 
 
 def test_unknown_schedule_key_suggests() -> None:
@@ -271,3 +271,18 @@ def test_schedule_that_disables_kd_rejected() -> None:
     """A schedule whose off phase covers the whole run is rejected when loaded."""
     message = error_of(base_config(epochs=2, close_mosaic=10, schedule={"off_last_epochs": "close_mosaic"}))
     assert message.startswith("schedule.off_last_epochs:") and "whole run" in message
+
+
+def test_balance_section_is_validated_and_round_trips():
+    """`balance:` takes weight_mode auto|paper and batches >= 1; errors name the key; to_dict spells it out."""
+    base = {"teacher": "t.pt", "distill": [{"loss": "bckd", "grad_share": 0.5}]}
+    experiment = load_experiment({**base, "balance": {"weight_mode": "paper", "batches": 2}})
+    assert experiment.balance.weight_mode == "paper" and experiment.balance.batches == 2
+    assert experiment.distill[0].params.grad_share == 0.5
+    assert load_experiment(experiment.to_dict()).to_dict() == experiment.to_dict()
+    with pytest.raises(ConfigError, match=r"^balance.weight_mode: weight_mode='tuned' is not one of"):
+        load_experiment({**base, "balance": {"weight_mode": "tuned"}})
+    with pytest.raises(ConfigError, match=r"^balance.batch: unknown key .*did you mean 'batches'"):
+        load_experiment({**base, "balance": {"batch": 2}})
+    with pytest.raises(ConfigError, match=r"^distill.0.grad_share: grad_share=0.0 must be > 0"):
+        load_experiment({**base, "distill": [{"loss": "bckd", "grad_share": 0.0}]})

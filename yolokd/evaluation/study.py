@@ -156,6 +156,14 @@ def train_run(row: StudyRow, args: dict[str, Any], teacher: str | None, schedule
     return Path(run_dir), time.perf_counter() - start
 
 
+def _resolved_kd(distill: list[dict[str, Any]]) -> dict[str, Any]:
+    """The row's methods and KD balance settings with every default spelled out, so a changed default re-runs it."""
+    if not distill:
+        return {}
+    resolved = load_experiment({"teacher": "teacher.pt", "distill": distill}).to_dict()
+    return {"distill": resolved["distill"], "balance": resolved["balance"]}
+
+
 def run_cached(
     row: StudyRow, seed: int, args: dict[str, Any], teacher: str | None, schedule: dict | None
 ) -> tuple[RunScore, bool]:
@@ -164,7 +172,7 @@ def run_cached(
     key = _key(
         {
             "args": args,
-            "distill": row.distill,
+            "distill": _resolved_kd(row.distill),
             "native": row.native,
             "schedule": schedule,
             "teacher": _file_stamp(teacher) if (row.distill or row.native) else None,

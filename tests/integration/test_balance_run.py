@@ -1,0 +1,52 @@
+"""The KD balance on real pairs: `yolokd balance`, every KD run writing its table, and paper vs auto weights."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import tiny_train_args
+
+from yolokd.cli import main
+from yolokd.config import load_experiment
+from yolokd.engine.trainer import measure_experiment_balance
+
+pytestmark = pytest.mark.integration
+
+
+def _config(data, project, teacher, **extra) -> dict:
+    return {**tiny_train_args(data, project, "balance", model="yolov8n.yaml"), "teacher": str(teacher), **extra}
+
+
+def test_yolokd_balance_prints_and_writes_the_table(synthetic_data, calibrated_teacher, tmp_path, capsys):
+    """`yolokd balance CFG.yaml` measures every term and GT component and writes kd_balance.{json,md}."""
+    config = _config(synthetic_data, tmp_path, calibrated_teacher("yolov8s.yaml"), distill=[{"loss": "bckd"}])
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(config))
+    assert main(["balance", str(path), "balance.batches=2", "distill.0.grad_share=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "| bckd_cls |" in out and "| box_loss |" in out and "kd_balance.md" in out
+    saved = json.loads((tmp_path / "balance" / "kd_balance.json").read_text())
+    assert saved["batches"] == 2 and set(saved["terms"]) == {"bckd_cls", "bckd_loc"}
+    method = saved["methods"]["bckd_cls_bckd_loc"]
+    assert method["grad_share"] == 0.5
+    assert method["measured_share"] * method["scale"] == pytest.approx(0.5)  # the rule, on a real pair
+    assert not (tmp_path / "balance" / "weights" / "last.pt").exists()  # no training happened
+
+
+def test_paper_mode_keeps_the_papers_weights(synthetic_data, calibrated_teacher, tmp_path):
+    """weight_mode: paper measures the same shares but sets every scale to 1 (the papers' weights as written)."""
+    teacher = calibrated_teacher("yolov8s.yaml")
+    reports = {}
+    for mode in ("paper", "auto"):
+        config = _config(
+            synthetic_data, tmp_path / mode, teacher, distill=[{"loss": "ld"}, {"loss": "pkd"}],
+            balance={"weight_mode": mode, "batches": 1},
+        )  # fmt: skip
+        reports[mode], _ = measure_experiment_balance(load_experiment(config))
+    paper, auto = reports["paper"], reports["auto"]
+    assert paper.scales == {"ld_loc": 1.0, "pkd_feat": 1.0}
+    for name in ("ld_loc", "pkd_feat"):  # same measurement, only the decision differs
+        assert paper.methods[name].measured_share == pytest.approx(auto.methods[name].measured_share, rel=1e-5)
+        assert auto.methods[name].scale == pytest.approx(1.0 / auto.methods[name].measured_share, rel=1e-6)
