@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from yolokd.evaluation.study import RunScore
 from yolokd.evaluation.study_report import StudyReport
 
@@ -34,3 +36,19 @@ def test_table_marks_better_worse_and_noise_rows():
     assert "| WORSE (-10.4 SE) |" in rows["hurts"]
     assert "| noise (" in rows["flat"] and "WORSE" not in rows["flat"]
     assert "'WORSE' when gain < -2 x SE" in markdown
+
+
+def test_report_shows_each_kd_rows_balance(tmp_path):
+    """A KD row whose run wrote kd_balance.json gets a line with its share at paper weights and its frozen scale."""
+    run_dir = tmp_path / "seed0" / "bckd"
+    run_dir.mkdir(parents=True)
+    balance = {"weight_mode": "auto", "methods": {"bckd_cls_bckd_loc": {"measured_share": 0.1, "scale": 10.0}}}
+    (run_dir / "kd_balance.json").write_text(json.dumps(balance))
+    scores = [
+        RunScore("baseline", 0, 0.1, 0.2, {"ap": 0.1}, 1.0, str(tmp_path / "seed0" / "baseline")),
+        RunScore("bckd", 0, 0.12, 0.2, {"ap": 0.12}, 1.0, str(run_dir)),
+    ]
+    settings = {"rows": ["baseline", "bckd"], "seeds": [0], "train_args": {}, "teacher": "t.pt"}
+    markdown = StudyReport(scores, settings, None, 1.0).markdown()
+    assert "| bckd | bckd_cls_bckd_loc | auto | 0.1 | 10 | 1 |" in markdown
+    assert "| baseline | " not in markdown.split("KD balance")[1]  # no KD, no balance line

@@ -89,7 +89,7 @@ class StudyReport:
                 f"\nTeacher (`{_short_path(self.settings['teacher'])}`): mAP50-95 {self.teacher['map50_95']:.4f}, "
                 f"mAP50 {self.teacher['map50']:.4f}."
             )
-        lines += [f"\nNoise rule: {NOISE_RULE}.", *self._seed_table(), *self._settings_lines()]
+        lines += [f"\nNoise rule: {NOISE_RULE}.", *self._seed_table(), *self._balance_table(), *self._settings_lines()]
         return "\n".join(lines) + "\n"
 
     def _seed_table(self) -> list[str]:
@@ -100,6 +100,31 @@ class StudyReport:
         return head + [
             f"| {row} | " + " | ".join(_fmt(values.get(s), ".4f") for s in seeds) + " |" for row, values in maps.items()
         ]
+
+    def _balance_table(self) -> list[str]:
+        """Each KD row's balance as its first seed's run measured it (``kd_balance.json`` in the run folder)."""
+        lines = []
+        for row in self.settings["rows"]:
+            runs = sorted((s for s in self.scores if s.row == row), key=lambda s: s.seed)
+            path = Path(runs[0].run_dir) / "kd_balance.json" if runs else None
+            if path is None or not path.is_file():
+                continue
+            balance = json.loads(path.read_text())
+            for method, entry in balance["methods"].items():
+                lines.append(
+                    f"| {row} | {method} | {balance['weight_mode']} | {entry['measured_share']:.3g} | "
+                    f"{entry['scale']:.4g} | {entry['measured_share'] * entry['scale']:.3g} |"
+                )
+        if not lines:
+            return []
+        head = [
+            "",
+            "KD balance (seed " + str(min(self.settings["seeds"])) + "): gradient share of the GT loss's at the start",
+            "",
+            "| row | method | weight mode | share at paper weights | frozen scale | share as trained |",
+            "|---|---|---|---:|---:|---:|",
+        ]
+        return head + lines
 
     def _settings_lines(self) -> list[str]:
         args = self.settings["train_args"]
