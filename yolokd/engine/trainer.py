@@ -44,6 +44,25 @@ def build_kd_optimizer(modules: nn.Module, name: str, lr: float, momentum: float
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=True)
 
 
+def step_kd_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler, lr: float) -> bool:
+    """Step the KD optimiser at the student's lr (grads unscaled and clipped); False when nothing got a gradient.
+
+    While the KD factor is 0 (warm-up start, ``off_last_epochs``) no KD module is in the graph and none has a
+    gradient: GradScaler's ``step`` would then fail ("No inf checks were recorded for this optimizer"), so the step
+    is skipped. Checking ``.grad is None`` reads no tensor value: no host sync.
+    """
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    if all(p.grad is None for p in params):
+        return False
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    scaler.unscale_(optimizer)
+    nn.utils.clip_grad_norm_(params, max_norm=10.0)
+    scaler.step(optimizer)
+    optimizer.zero_grad()
+    return True
+
+
 class DistillationTrainer(DetectionTrainer):
     """Train an Ultralytics detection student with a teacher and the experiment's distillation losses.
 
@@ -194,12 +213,7 @@ class DistillationTrainer(DetectionTrainer):
             )
         if self.kd_optimizer is not None:
             student_group = next(g for g in self.optimizer.param_groups if g.get("param_group") in {"weight", "muon"})
-            for group in self.kd_optimizer.param_groups:
-                group["lr"] = student_group["lr"]
-            self.scaler.unscale_(self.kd_optimizer)
-            nn.utils.clip_grad_norm_(self.distiller.losses.parameters(), max_norm=10.0)
-            self.scaler.step(self.kd_optimizer)
-            self.kd_optimizer.zero_grad()
+            step_kd_optimizer(self.kd_optimizer, self.scaler, student_group["lr"])
         super().optimizer_step()
 
     def _handle_nan_recovery(self, epoch):
