@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from yolokd.export import plan
 
@@ -88,3 +89,13 @@ def test_tensorrt_absent_is_a_clear_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorrt", None)
     with pytest.raises(plan.TensorRTUnavailableError, match="tensorrt is not installed"):
         plan.import_tensorrt()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"), [(None, "cuda:0"), ("", "cuda:0"), (0, "cuda:0"), ("1", "cuda:1"), ("cuda:1", "cuda:1")]
+)
+def test_engine_device_resolution_without_device(given, expected):
+    """export format=engine without device= builds on cuda:0 (it used to become 'cuda:None' and crash)."""
+    from yolokd.export.exporter import cuda_device
+
+    assert cuda_device(given) == torch.device(expected)

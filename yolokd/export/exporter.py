@@ -132,13 +132,22 @@ def base_report(student: Any, source: Path, exported: Path, options: ExportOptio
     }
 
 
+def cuda_device(device: str | int | None) -> torch.device:
+    """The CUDA device an engine was built on: ``None``/``""`` -> ``cuda:0`` (Ultralytics' default), ``1`` -> ``cuda:1``.
+
+    A missing ``device=`` once became ``torch.device("cuda:None")`` and failed after the engine was written.
+    """
+    text = "0" if device is None or str(device).strip() == "" else str(device).strip()
+    return torch.device(f"cuda:{text}" if text.isdigit() else text)
+
+
 def engine_files(engine: Path, options: ExportOptions, source: Path) -> dict[str, Path]:
     """Write ``<stem>.plan`` (no Ultralytics header) and ``<stem>.trt.json`` (device, TensorRT, I/O, precision)."""
     trt = plan.import_tensorrt()
     plan_path = plan.write_plan(engine)
     plan_bytes = plan_path.read_bytes()
     deserialized = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan_bytes)
-    device = torch.device(f"cuda:{options.device}" if str(options.device or 0).isdigit() else options.device)
+    device = cuda_device(options.device)
     major, minor = torch.cuda.get_device_capability(device)
     gpu = {"gpu_name": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
     sidecar = plan.make_sidecar(
