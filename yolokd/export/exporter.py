@@ -133,7 +133,7 @@ def base_report(student: Any, source: Path, exported: Path, options: ExportOptio
 
 
 def cuda_device(device: str | int | None) -> torch.device:
-    """The CUDA device an engine was built on: ``None``/``""`` -> ``cuda:0`` (Ultralytics' default), ``1`` -> ``cuda:1``.
+    """The CUDA device an engine was built on: None or "" -> cuda:0 (Ultralytics' default), 1 -> cuda:1.
 
     A missing ``device=`` once became ``torch.device("cuda:None")`` and failed after the engine was written.
     """
