@@ -134,7 +134,7 @@ COMMAND_HELP = {
     "(final epoch), mAP50-95 vs epoch and every KD term per epoch: compare.{md,json} and two PNGs under out.\n",
     "study": "Usage: yolokd study [cfg=CFG.yaml] methods=bckd,mimic seeds=0,1,2 [epochs= images= imgsz= ...]\n\n"
     "Train the baseline, each method (bckd+pkd combines two) and Ultralytics' native distill_model with the same\n"
-    "schedule for every seed; report mean +- std mAP, the seed-paired gain +- SE and whether gain > 2 SE.\n"
+    "schedule for every seed; report mean +- std mAP, the seed-paired gain +- SE: better / WORSE / noise (2 SE).\n"
     "Synthetic set and a cached teacher by default (the demo's schedule); data= teacher= cfg= for your own.\n"
     "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device.\n"
     "Writes study.{md,json,png}; finished runs are cached, so an interrupted study continues.\n"

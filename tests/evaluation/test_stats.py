@@ -42,3 +42,9 @@ def test_pairs_only_shared_seeds_and_one_seed_is_not_judged():
     gain = paired_gain({0: 0.2, 5: 0.9}, {0: 0.1, 1: 0.0})
     assert gain.n == 1 and gain.mean == pytest.approx(0.1) and gain.exceeds_noise is None and gain.hurts is None
     assert gain.verdict == "n/a (1 seed)" and math.isnan(t_critical_95(0))
+
+
+def test_summary_of_a_missing_metric_is_nan_not_a_crash():
+    """A run without a COCO AP (NaN) makes its row's summary NaN instead of crashing the whole report."""
+    summary = summarize([0.1, float("nan"), 0.2])
+    assert math.isnan(summary.mean) and math.isnan(summary.std) and summary.n == 3

@@ -45,6 +45,8 @@ def summarize(values: Sequence[float]) -> SeedSummary:
     """Mean and sample std of `values` (NaN for both when empty)."""
     if not values:
         return SeedSummary(math.nan, math.nan, 0)
+    if any(math.isnan(value) for value in values):  # statistics.stdev raises on NaN; a missing metric stays NaN
+        return SeedSummary(math.nan, math.nan, len(values))
     std = statistics.stdev(values) if len(values) > 1 else math.nan
     return SeedSummary(statistics.fmean(values), std, len(values))
 
