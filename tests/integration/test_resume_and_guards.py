@@ -120,3 +120,28 @@ def test_resuming_a_finished_run_is_a_clear_error(synthetic_data, teacher_checkp
     last = train_experiment(experiment) / "weights" / "last.pt"
     with pytest.raises(ValueError, match="already finished its 1 epochs: nothing to resume"):
         train_experiment(None, resume=str(last))
+
+
+def test_balance_after_a_gt_only_warm_up_survives_an_interruption(synthetic_data, teacher_checkpoint, tmp_path):
+    """balance.start_epoch=1 of 2: epoch 1 trains on the GT loss alone (no balance yet, KD terms 0); a run stopped
+    there resumes, measures the balance at the start of epoch 2 and distils from then on."""
+    experiment = _experiment(
+        synthetic_data,
+        tmp_path,
+        teacher_checkpoint("yolov8s.yaml"),
+        distill=[{"loss": "bckd"}],
+        balance={"start_epoch": 1},
+        train={"epochs": 2, "val": False},
+    )
+    first = DistillationTrainer(experiment, overrides=experiment.train_args)
+    first.add_callback("on_model_save", lambda trainer: (_ for _ in ()).throw(KeyboardInterrupt("stop")))
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    assert first.balance is None and torch.load(kd_state_path(first.last), weights_only=True)["balance"] is None
+    resumed = DistillationTrainer(None, overrides={"resume": str(first.last)})
+    resumed.train()
+    assert resumed.balance is not None and (resumed.save_dir / "kd_balance.json").is_file()
+    first_epoch, second_epoch = read_results(resumed.save_dir)
+    assert first_epoch["train/bckd_cls"] == 0 and second_epoch["train/bckd_cls"] > 0
+    saved = torch.load(kd_state_path(resumed.last), weights_only=True)
+    assert saved["balance"] == resumed.balance.to_dict()

@@ -47,16 +47,24 @@ class Balance:
         weight_mode: ``auto`` scales each method so its gradient on the student is ``grad_share`` times the GT
             loss's, measured at the start of the run and then frozen; ``paper`` keeps the papers' weights as written.
         batches: training batches the balance is measured on (mean of per-batch gradient norms).
+        start_epoch: the balance is measured after this many epochs (a float: 0.5 = half-way through the first);
+            KD is off until then and the student trains on the GT loss alone. 0 = before the first step, right
+            for a pretrained student. A student trained from scratch is unlike itself a few hundred steps later:
+            its GT gradient is several times larger at initialisation, and terms weighted by its own scores
+            (LD's ``max σ(s)``) are near zero, so a balance measured there under-states their later pull.
     """
 
     weight_mode: str = "auto"
     batches: int = 4
+    start_epoch: float = 0.0
 
     def __post_init__(self) -> None:
         if self.weight_mode not in WEIGHT_MODES:
             raise ValueError(f"weight_mode={self.weight_mode!r} is not one of {WEIGHT_MODES}")
         if self.batches < 1:
             raise ValueError(f"batches={self.batches} must be >= 1")
+        if self.start_epoch < 0:
+            raise ValueError(f"start_epoch={self.start_epoch} must be >= 0")
 
 
 @dataclass

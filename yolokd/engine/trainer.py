@@ -136,10 +136,11 @@ class DistillationTrainer(DetectionTrainer):
             if self.amp and self.device.type == "cuda":
                 self.distiller.use_half_teacher()
             self._install_criterion(unwrap_model(self.model))
-            if self.balance is None:
+            if self.balance is None and self.experiment.balance.start_epoch == 0:
                 self.balance = self.measure_balance()
-            self.distiller.scales = self.balance.scales
-            self._show_balance()
+            if self.balance is not None:
+                self.distiller.scales = self.balance.scales
+                self._show_balance()
 
     def measure_balance(self) -> BalanceReport:
         """The KD balance on the first ``balance.batches`` training batches (no step; nothing is left changed)."""
@@ -198,7 +199,12 @@ class DistillationTrainer(DetectionTrainer):
         criterion = getattr(unwrap_model(self.model), "criterion", None)
         if isinstance(criterion, DistillationCriterion):
             progress = self.epoch + self.batch_in_epoch / max(len(self.train_loader), 1)
-            criterion.kd_factor = self.experiment.schedule.factor(progress, self.epochs, self.args.close_mosaic)
+            if self.balance is None and progress >= self.experiment.balance.start_epoch:
+                self.balance = self.measure_balance()  # balance.start_epoch > 0: measured now, on the warmed student
+                self.distiller.scales = self.balance.scales
+                self._show_balance()
+            factor = self.experiment.schedule.factor(progress, self.epochs, self.args.close_mosaic)
+            criterion.kd_factor = factor if self.balance is not None else 0.0  # GT only until the balance exists
         self.batch_in_epoch += 1
 
     def optimizer_step(self):
@@ -284,12 +290,13 @@ class DistillationTrainer(DetectionTrainer):
                 f"{ckpt.get('epoch', -1) + 1}; the run folder was modified. Resume from a matching pair"
             )
         self.distiller.losses.load_state_dict(state["losses"])
-        if state.get("balance") is None:
+        if state.get("balance") is None and self.experiment.balance.start_epoch == 0:
             raise RuntimeError(
                 f"KD state of '{self.args.model}' has no KD balance (written by an older yolokd); its KD weights "
                 "cannot be restored exactly. Start a new run, or finish this one with the yolokd that began it"
             )
-        self.balance = BalanceReport.from_dict(state["balance"])
+        if state.get("balance") is not None:  # else: resumed before balance.start_epoch, measured when it comes
+            self.balance = BalanceReport.from_dict(state["balance"])
         if self.kd_optimizer is not None and state["optimizer"] is not None:
             self.kd_optimizer.load_state_dict(state["optimizer"])
         LOGGER.info(
@@ -316,4 +323,11 @@ def measure_experiment_balance(experiment: Experiment) -> tuple[BalanceReport, P
         raise ValueError("balance: the experiment has no distill methods; add at least one under 'distill:'")
     trainer = DistillationTrainer(experiment, overrides=dict(experiment.train_args))
     trainer._setup_train()  # builds data, student, teacher, losses; measures, prints and writes the balance
+    if trainer.balance is None:  # balance.start_epoch > 0: training measures it later, on the warmed-up student
+        LOGGER.warning(
+            f"balance.start_epoch={experiment.balance.start_epoch}: training measures the balance after that many "
+            "GT-only epochs; shown here is the balance at initialisation"
+        )
+        trainer.balance = trainer.measure_balance()
+        trainer._show_balance()
     return trainer.balance, trainer.save_dir

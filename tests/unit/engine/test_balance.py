@@ -124,7 +124,7 @@ def test_preserved_state_restores_parameters_buffers_and_rngs():
     assert dataset.buffer == [1, 2]
 
 
-@pytest.mark.parametrize("bad", [{"weight_mode": "tuned"}, {"batches": 0}])
+@pytest.mark.parametrize("bad", [{"weight_mode": "tuned"}, {"batches": 0}, {"start_epoch": -1.0}])
 def test_balance_settings_are_checked(bad):
     with pytest.raises(ValueError):
         Balance(**bad)
