@@ -129,7 +129,7 @@ class BalanceReport:
             lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
         lines += [
             "",
-            "| method | terms | share at paper weights | target share | frozen scale | share as trained |",
+            "| method | terms | share at paper weights | target share | frozen scale | share after scaling |",
             "|---|---|---:|---:|---:|---:|",
         ]
         for name, method in self.methods.items():
