@@ -21,6 +21,19 @@ def _experiment(data, project, teacher, **extra):
     return load_experiment({**train_args, "teacher": str(teacher), **extra})
 
 
+def _stopped_after_first_save(experiment) -> DistillationTrainer:
+    """Train until the epoch-1 checkpoint is written, then stop as an interruption would."""
+    trainer = DistillationTrainer(experiment, overrides=experiment.train_args)
+
+    def interrupt(_trainer):
+        raise KeyboardInterrupt("simulated interruption after the epoch-1 checkpoint")
+
+    trainer.add_callback("on_model_save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    return trainer
+
+
 def test_resume_continues_epochs_and_kd_modules(synthetic_data, teacher_checkpoint, tmp_path):
     """Stopped after epoch 1 of 2, resume starts at epoch 2 with the saved aligner weights and KD optimiser state."""
     experiment = _experiment(
@@ -30,14 +43,7 @@ def test_resume_continues_epochs_and_kd_modules(synthetic_data, teacher_checkpoi
         distill=[{"loss": "bckd"}, {"loss": "mimic"}],
         train={"epochs": 2},
     )
-    first = DistillationTrainer(experiment, overrides=experiment.train_args)
-
-    def interrupt(trainer):
-        raise KeyboardInterrupt("simulated interruption after the epoch-1 checkpoint")
-
-    first.add_callback("on_model_save", interrupt)
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    first = _stopped_after_first_save(experiment)
     last = first.last
     saved = torch.load(kd_state_path(last), weights_only=True)
     assert saved["epoch"] == 0 and any("aligner" in key for key in saved["losses"])
@@ -133,10 +139,7 @@ def test_balance_after_a_gt_only_warm_up_survives_an_interruption(synthetic_data
         balance={"start_epoch": 1},
         train={"epochs": 2, "val": False},
     )
-    first = DistillationTrainer(experiment, overrides=experiment.train_args)
-    first.add_callback("on_model_save", lambda trainer: (_ for _ in ()).throw(KeyboardInterrupt("stop")))
-    with pytest.raises(KeyboardInterrupt):
-        first.train()
+    first = _stopped_after_first_save(experiment)
     assert first.balance is None and torch.load(kd_state_path(first.last), weights_only=True)["balance"] is None
     resumed = DistillationTrainer(None, overrides={"resume": str(first.last)})
     resumed.train()

@@ -131,7 +131,7 @@ class Distiller:
         terms: dict[str, Tensor] = {}
         with torch.autocast(images.device.type, enabled=False):
             for key, loss in self.losses.items():
-                branch, scale = loss.params.branch, self.scales[key]
+                branch = loss.params.branch
                 method_terms = loss(student_views[branch], teacher_views[branch], targets[branch])
-                terms.update(method_terms if scale == 1.0 else {n: t * scale for n, t in method_terms.items()})
+                terms.update({name: term * self.scales[key] for name, term in method_terms.items()})
         return terms
