@@ -8,7 +8,8 @@ An experiment YAML (``cfg/*.yaml``)::
       - loss: bckd
         cls_weight: 1.0
     schedule: {warmup_epochs: 0, off_last_epochs: 0}   # optional; off_last_epochs may be "close_mosaic"
-    balance: {weight_mode: auto, batches: 4}            # optional; auto = gradient-share rule, paper = as written
+    balance: {weight_mode: auto, batches: 4, every_epoch: true}  # optional; auto = gradient-share rule (re-measured
+                                                                 # each epoch), paper = the weights as written
 
 Everything is checked when loaded: unknown keys (with a "did you mean"), value types against each loss's
 ``Params`` dataclass, value ranges (its ``__post_init__``), the teacher and duplicate methods. Every error is a

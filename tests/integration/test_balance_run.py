@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 import yaml
 from conftest import tiny_train_args
 
@@ -50,3 +51,35 @@ def test_paper_mode_keeps_the_papers_weights(synthetic_data, calibrated_teacher,
     for name in ("ld_loc", "pkd_feat"):  # same measurement, only the decision differs
         assert paper.methods[name].measured_share == pytest.approx(auto.methods[name].measured_share, rel=1e-5)
         assert auto.methods[name].scale == pytest.approx(1.0 / auto.methods[name].measured_share, rel=1e-6)
+
+
+@pytest.mark.parametrize("every_epoch", [True, False], ids=["re-measured", "frozen"])
+def test_auto_scales_are_re_measured_each_epoch(synthetic_data, calibrated_teacher, tmp_path, every_epoch):
+    """every_epoch: the gradient share is measured again at each epoch's end and the next epoch's scale resets it to
+    grad_share; results.csv logs the scale each epoch ran with, kd_state holds the one the next epoch uses.
+    every_epoch=false keeps the first scale for the whole run."""
+    from test_train_kd import read_results
+
+    from yolokd.engine.checkpoint import kd_state_path
+    from yolokd.engine.trainer import DistillationTrainer
+
+    config = _config(
+        synthetic_data, tmp_path, calibrated_teacher("yolov8s.yaml"), distill=[{"loss": "ld", "grad_share": 0.5}],
+        balance={"batches": 1, "every_epoch": every_epoch}, epochs=3, val=False,
+    )  # fmt: skip
+    experiment = load_experiment(config)
+    trainer = DistillationTrainer(experiment, overrides=experiment.train_args)
+    trainer.train()
+    scales = [row["kd/scale_ld_loc"] for row in read_results(trainer.save_dir)]
+    first = json.loads((trainer.save_dir / "kd_balance.json").read_text())["methods"]["ld_loc"]
+    assert scales[0] == pytest.approx(first["scale"], rel=1e-5)  # results.csv keeps 6 significant digits
+    if every_epoch:
+        assert len(set(scales)) == 3  # the student changed, so did the share LD needs
+        final = trainer.balance.methods["ld_loc"]
+        assert scales[2] == pytest.approx(final.scale, rel=1e-5)
+        assert final.measured_share * final.scale == pytest.approx(0.5)  # the rule holds at the re-measurement
+        assert final.grad_norm > 0 and trainer.balance.terms["ld_loc"].grad_norm is None  # only what scales need
+        saved = torch.load(kd_state_path(trainer.last), weights_only=False)["balance"]
+        assert saved["methods"]["ld_loc"]["scale"] == final.scale  # what a resume after epoch 2 would use
+    else:
+        assert scales == [scales[0]] * 3

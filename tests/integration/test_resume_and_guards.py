@@ -115,7 +115,7 @@ def test_nan_kd_term_stops_with_a_clear_error(
     experiment = _experiment(
         synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}], balance={"batches": 1}
     )
-    where = "at the KD balance step" if first_nan_call == 0 else "in epoch 1"
+    where = "at the KD balance measurement" if first_nan_call == 0 else "in epoch 1"
     with pytest.raises(FloatingPointError, match=rf"\['bckd_loc'\] became NaN/Inf {where}"):
         train_experiment(experiment)
 

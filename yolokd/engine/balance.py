@@ -7,12 +7,17 @@ LD at its paper weight was about 1/500 of DFL per anchor, PGD's cls terms starte
 What transfers is a share of the gradient. At the start of a run, over the first ``batches`` training batches
 (the real teacher, the real student, no optimiser step), :func:`measure_balance` records for every KD term and
 for each GT component (box, cls, dfl) its value and the L2 norm of its gradient on the student's parameters.
-In ``weight_mode: auto`` (the default) each method then gets one scale, frozen for the whole run:
+In ``weight_mode: auto`` (the default) each method then gets one scale:
 
     scale_m = grad_share_m * ||∇ L_GT|| / ||∇ Σ_terms(m) L_t||
 
 so that the method's gradient on the student is ``grad_share_m`` times the GT loss's (the method's own terms keep
-their paper ratio to each other). The scales are saved in ``kd_state.pt`` and reused on resume, bit for bit.
+their paper ratio to each other). With ``every_epoch`` (the default) the two gradient norms are measured again at
+the end of every epoch and the scale is reset for the next one, so the share holds for the whole run: measured
+once at initialisation it drifts, because a student trained from scratch is unlike itself a few hundred steps
+later (its GT gradient shrinks several-fold, and terms weighted by its own scores, LD's ``max σ(s)``, grow from
+near zero: a scale frozen at step 0 put LD at ~45x the GT gradient by the end of a 12-epoch run, measured). Each
+epoch's scales are saved in ``kd_state.pt`` and reused on resume, bit for bit, and logged to ``results.csv``.
 ``weight_mode: paper`` keeps each method's paper weights as written (scale 1); the table is still measured.
 
 The measurement leaves no trace: the student's and the KD modules' parameters and buffers (BN statistics,
@@ -47,16 +52,17 @@ class Balance:
         weight_mode: ``auto`` scales each method so its gradient on the student is ``grad_share`` times the GT
             loss's, measured at the start of the run and then frozen; ``paper`` keeps the papers' weights as written.
         batches: training batches the balance is measured on (mean of per-batch gradient norms).
-        start_epoch: the balance is measured after this many epochs (a float: 0.5 = half-way through the first);
-            KD is off until then and the student trains on the GT loss alone. 0 = before the first step, right
-            for a pretrained student. A student trained from scratch is unlike itself a few hundred steps later:
-            its GT gradient is several times larger at initialisation, and terms weighted by its own scores
-            (LD's ``max σ(s)``) are near zero, so a balance measured there under-states their later pull.
+        start_epoch: the balance is first measured after this many epochs (a float: 0.5 = half-way through the
+            first); KD is off until then and the student trains on the GT loss alone. 0 = before the first step.
+        every_epoch: in auto mode, measure the gradient norms again at the end of every epoch (GT loss and each
+            method only, ``batches`` batches) and reset the scales for the next epoch; False freezes the first
+            measurement for the whole run.
     """
 
     weight_mode: str = "auto"
     batches: int = 4
     start_epoch: float = 0.0
+    every_epoch: bool = True
 
     def __post_init__(self) -> None:
         if self.weight_mode not in WEIGHT_MODES:
@@ -69,10 +75,13 @@ class Balance:
 
 @dataclass
 class TermBalance:
-    """One measured quantity: its mean value per batch and the mean L2 norm of its gradient on the student."""
+    """One measured quantity: its mean value per batch and the mean L2 norm of its gradient on the student.
+
+    ``grad_norm`` is None where it was not measured (the per-epoch update measures only what the scales need).
+    """
 
     value: float
-    grad_norm: float
+    grad_norm: float | None
 
 
 @dataclass
@@ -125,6 +134,9 @@ class BalanceReport:
             "|---|---:|---:|---:|",
         ]
         for name, term in {**self.gt, **self.terms}.items():
+            if term.grad_norm is None:
+                lines.append(f"| {name} | {term.value:.4g} | - | - |")
+                continue
             share = term.grad_norm / gt_grad if gt_grad > 0 else math.nan
             lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
         lines += [
@@ -216,8 +228,9 @@ def measure_balance(
     batches: Iterable[dict[str, Any]],
     shares: dict[str, float],
     mode: str,
+    detail: bool = True,
 ) -> BalanceReport:
-    """Measure every GT component and KD term on `batches` and decide each method's frozen scale.
+    """Measure every GT component and KD term on `batches` and decide each method's scale.
 
     Args:
         model: the student (its ``criterion`` is `criterion`); run in train mode as in training.
@@ -225,10 +238,12 @@ def measure_balance(
         batches: preprocessed training batches.
         shares: each method's target gradient share (``grad_share``), keyed by loss-module name.
         mode: ``auto`` or ``paper``.
+        detail: gradient norms of every GT component and KD term (the table); False measures only the whole GT
+            loss's and each method's (what the scales need; the per-epoch update), the others' norms are NaN.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     methods = criterion.distiller.method_terms()
-    sums: dict[str, list[float]] = {}
+    sums: dict[str, list[float | None]] = {}
     gt_names: tuple[str, ...] = ()
     count = 0
     model.train()
@@ -243,17 +258,26 @@ def measure_balance(
         for name, value in values.items():
             entry = sums.setdefault(name, [0.0, 0.0])
             entry[0] += float(value.detach()) / batch_size
-            entry[1] += grad_norm(value, params)
+            if detail or name == GT_TOTAL or name.startswith("method:"):
+                entry[1] += grad_norm(value, params)
+            else:
+                entry[1] = None
         count += 1
     if count == 0:
         raise ValueError("KD balance: no training batch to measure on; the training set is empty")
-    bad = [name for name in criterion.distiller.term_names if not math.isfinite(sum(sums[name]))]
+    bad = [
+        name
+        for name in criterion.distiller.term_names
+        if not math.isfinite(sums[name][0]) or (detail and not math.isfinite(sums[name][1]))
+    ]
     if bad:
         raise FloatingPointError(
-            f"KD term(s) {bad} became NaN/Inf at the KD balance step, before training: no step was taken. Check the "
-            "teacher checkpoint and the term's weights"
+            f"KD term(s) {bad} became NaN/Inf at the KD balance measurement; no optimiser step used them. "
+            "Check the teacher checkpoint and the term's weights"
         )
-    mean = {name: TermBalance(value / count, norm / count) for name, (value, norm) in sums.items()}
+    mean = {
+        name: TermBalance(value / count, None if norm is None else norm / count) for name, (value, norm) in sums.items()
+    }
     gt = {name: mean[name] for name in (*gt_names, GT_TOTAL)}
     method_grads = {m: mean[f"method:{m}"].grad_norm for m in methods}
     scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode)

@@ -10,6 +10,7 @@ student model, its EMA and its checkpoints never hold any of these.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -89,9 +90,11 @@ class DistillationTrainer(DetectionTrainer):
         self.kd_optimizer: torch.optim.Optimizer | None = None
         self.balance: BalanceReport | None = None
         self.batch_in_epoch = 0
+        self.epoch_scales: dict[str, float] = {}  # each method's KD scale during this epoch, for results.csv
         YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
         self.add_callback("on_train_epoch_start", DistillationTrainer._start_epoch_schedule)
         self.add_callback("on_train_batch_start", DistillationTrainer._step_schedule)
+        self.add_callback("on_train_epoch_end", DistillationTrainer._refresh_balance)
 
     # --- building -------------------------------------------------------------------------------------------
     def setup_model(self):
@@ -142,7 +145,7 @@ class DistillationTrainer(DetectionTrainer):
                 self.distiller.scales = self.balance.scales
                 self._show_balance()
 
-    def measure_balance(self) -> BalanceReport:
+    def measure_balance(self, detail: bool = True) -> BalanceReport:
         """The KD balance on the first ``balance.batches`` training batches (no step; nothing is left changed)."""
         model = unwrap_model(self.model)
         criterion = self._install_criterion(model)
@@ -159,6 +162,7 @@ class DistillationTrainer(DetectionTrainer):
                         self._balance_batches(dataset, settings.batches),
                         self.distiller.grad_shares(),
                         settings.weight_mode,
+                        detail,
                     )
             finally:
                 criterion.kd_factor = factor
@@ -169,6 +173,35 @@ class DistillationTrainer(DetectionTrainer):
         for index in range(count):
             items = [dataset[i % len(dataset)] for i in range(index * size, (index + 1) * size)]
             yield self.preprocess_batch(dataset.collate_fn(items))
+
+    def _refresh_balance(self) -> None:
+        """balance.every_epoch: re-measure the GT and method gradients at an epoch's end, rescale for the next.
+
+        Runs before ``save_model``, so ``kd_state.pt`` holds the scales the next epoch uses and a resumed run reuses
+        them bit for bit. Skipped after the last epoch, when the next epoch has no KD (schedule), and after an
+        epoch whose loss went NaN (Ultralytics rolls that epoch back and repeats it with the same scales).
+        """
+        settings = self.experiment.balance
+        if self.distiller is None or self.balance is None or not settings.every_epoch or settings.weight_mode != "auto":
+            return
+        next_epoch = self.epoch + 1
+        schedule = self.experiment.schedule
+        if next_epoch >= self.epochs or schedule.factor(next_epoch, self.epochs, self.args.close_mosaic) == 0:
+            return
+        if self.loss is not None and not bool(self.loss.isfinite()):  # Ultralytics' own NaN-recovery test
+            return
+        self.balance = self.measure_balance(detail=False)
+        self.distiller.scales = self.balance.scales
+        shown = ", ".join(
+            f"{name} share {m.measured_share:.3g} -> x{m.scale:.4g}" for name, m in self.balance.methods.items()
+        )
+        LOGGER.info(f"{colorstr('yolokd:')} KD balance re-measured after epoch {next_epoch}: {shown}")
+
+    def save_metrics(self, metrics):
+        """``results.csv`` as Ultralytics writes it, plus each method's KD scale in effect during the epoch."""
+        if self.distiller is not None:
+            metrics = {**metrics, **{f"kd/scale_{name}": scale for name, scale in self.epoch_scales.items()}}
+        super().save_metrics(metrics)
 
     def _show_balance(self) -> None:
         self.balance.write(self.save_dir)
@@ -194,6 +227,9 @@ class DistillationTrainer(DetectionTrainer):
     # --- schedule and safety ----------------------------------------------------------------------------------
     def _start_epoch_schedule(self) -> None:
         self.batch_in_epoch = 0
+        if self.distiller is not None:
+            in_effect = self.balance is not None
+            self.epoch_scales = {name: s if in_effect else math.nan for name, s in self.distiller.scales.items()}
 
     def _step_schedule(self) -> None:
         criterion = getattr(unwrap_model(self.model), "criterion", None)
@@ -202,6 +238,7 @@ class DistillationTrainer(DetectionTrainer):
             if self.balance is None and progress >= self.experiment.balance.start_epoch:
                 self.balance = self.measure_balance()  # balance.start_epoch > 0: measured now, on the warmed student
                 self.distiller.scales = self.balance.scales
+                self.epoch_scales = dict(self.balance.scales)
                 self._show_balance()
             factor = self.experiment.schedule.factor(progress, self.epochs, self.args.close_mosaic)
             criterion.kd_factor = factor if self.balance is not None else 0.0  # GT only until the balance exists
