@@ -126,8 +126,9 @@ COMMAND_HELP = {
     "each parameter,\nits default and what it does.\n",
     "data": "Usage: yolokd data root=DIR [num_train=400 num_val=100 imgsz=128 seed=0 style=hard overwrite=false]\n\n"
     "Write the synthetic detection set under DIR (cached: nothing is rewritten for the same parameters) and\n"
-    "print the path of its data.yaml. style=distinct draws the evidence benchmark's scenes (four shapes, larger\n"
-    "objects, less clutter), style=evidence the demo's, instead of the hard default.\n",
+    "print the path of its data.yaml. style=distinct draws the evidence benchmark's and the demo's scenes (four\n"
+    "shapes, larger objects, less clutter), style=evidence the earlier eight-class benchmark's, instead of the\n"
+    "hard default.\n",
     "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set: the teacher shipped "
     "with yolokd, a baseline and a\nCrossKD student (about 6 minutes on 2 CPU cores); key=value are the keyword "
     "arguments of\nyolokd.demo.run_demo (method=bckd, teacher=yolov8s.yaml to train one, epochs=, images=...).\n",

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from yolokd.data.synthetic import CLASS_NAMES
+from yolokd.data.synthetic import STYLES
 from yolokd.demo import SHIPPED_TEACHER, run_demo
 
 pytestmark = pytest.mark.integration
@@ -39,7 +39,7 @@ def test_shipped_teacher_is_a_trained_synthetic_set_detector():
     """The demo's default teacher ships with the package, knows the synthetic classes and is trained, not random."""
     checkpoint = torch.load(SHIPPED_TEACHER, weights_only=False)
     model = checkpoint["model"]
-    assert [model.names[i] for i in sorted(model.names)] == list(CLASS_NAMES)
+    assert [model.names[i] for i in sorted(model.names)] == list(STYLES["distinct"].classes)  # the demo's scenes
     assert checkpoint["train_metrics"]["metrics/mAP50-95(B)"] > 0.3
     assert sum(p.numel() for p in model.parameters()) > 10e6  # YOLOv8s, 11 M parameters
 
