@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import tiny_train_args
 from ultralytics import YOLO
 from ultralytics.nn.tasks import DetectionModel
@@ -31,6 +32,12 @@ def read_results(run_dir: Path) -> list[dict[str, float]]:
     """results.csv rows as floats, keys stripped."""
     with open(run_dir / "results.csv") as f:
         return [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def count_labels(data_yaml: Path, split: str) -> int:
+    """GT boxes in one split of a YOLO-format dataset (one label row per box)."""
+    root = Path(yaml.safe_load(data_yaml.read_text())["path"])
+    return sum(len(path.read_text().splitlines()) for path in (root / "labels" / split).glob("*.txt"))
 
 
 def assert_plain_student(checkpoint: Path, student_yaml: str, nc: int) -> None:
@@ -60,7 +67,10 @@ def test_one_epoch_bckd(student, teacher, synthetic_data, synthetic_names, teach
     best = run_dir / "weights" / "best.pt"
     assert_plain_student(best, student, len(synthetic_names))
     metrics = YOLO(str(best)).val(data=str(synthetic_data), imgsz=64, batch=8, device="cpu", plots=False, verbose=False)
-    assert 0.0 <= metrics.box.map <= 1.0
+    # A 1-epoch student from scratch scores mAP 0 here, so check what the validation did instead: it ran with the
+    # dataset's classes (carried by the checkpoint) over every GT box of the val split.
+    assert metrics.names == synthetic_names
+    assert int(metrics.nt_per_class.sum()) == count_labels(synthetic_data, "val")
 
 
 def test_checkpoint_loads_without_yolokd(synthetic_data, teacher_checkpoint, tmp_path):
@@ -94,4 +104,18 @@ def test_both_branches_of_an_end_to_end_head(synthetic_data, teacher_checkpoint,
     )
     (row,) = read_results(train_experiment(experiment))
     for column in ("train/bckd_cls", "train/bckd_loc_o2o", "val/bckd_cls_o2o", "val/bckd_loc"):
+        assert math.isfinite(row[column]) and row[column] > 0, column
+
+
+def test_mixed_branches_of_an_end_to_end_head(synthetic_data, calibrated_teacher, tmp_path):
+    """YOLO26: CrossKD (reads stage outputs) on one2many with BCKD (reads none) on one2one trains and logs both."""
+    experiment = load_experiment(
+        {
+            **tiny_train_args(synthetic_data, tmp_path, "run", model="yolo26n.yaml"),
+            "teacher": str(calibrated_teacher("yolo26s.yaml")),
+            "distill": [{"loss": "crosskd"}, {"loss": "bckd", "branch": "one2one"}],
+        }
+    )
+    (row,) = read_results(train_experiment(experiment))
+    for column in ("train/crosskd_cls", "train/crosskd_loc", "train/bckd_cls_o2o", "val/bckd_loc_o2o"):
         assert math.isfinite(row[column]) and row[column] > 0, column

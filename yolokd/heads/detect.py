@@ -265,7 +265,13 @@ class StageRecorder:
         self.outputs.clear()
 
     def stages(self, branch: str) -> dict[str, list[list[Tensor]]]:
-        """Recorded outputs of one branch: ``{part: [stage][level] -> (B, D, H_l, W_l)}``."""
+        """Recorded outputs of one branch: ``{part: [stage][level] -> (B, D, H_l, W_l)}``.
+
+        Empty for a branch this recorder has no hooks on: a run may mix a stage-reading loss on one branch with a
+        loss that reads no stages on the other (e.g. CrossKD on one2many + BCKD on one2one).
+        """
+        if branch not in self.branches:
+            return {}
         levels = self.adapter.spec.num_levels
         return {
             part: [[self.outputs[(branch, part, s, lv)] for lv in range(levels)] for s in range(NUM_HEAD_STAGES)]

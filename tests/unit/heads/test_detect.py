@@ -80,6 +80,17 @@ def test_stage_recorder_records_and_detaches_cleanly():
     pickle.dumps(copy.deepcopy(model))
 
 
+def test_stage_recorder_gives_no_stages_for_a_branch_it_does_not_hook():
+    """Hooks on one2many only: one2one has no stages (a mixed-branch run asks for both), one2many has them all."""
+    model = _model("yolo26n.yaml").train()
+    recorder = StageRecorder(DetectHeadAdapter(model), ("one2many",), ("box_preact",))
+    recorder.attach()
+    model(torch.rand(1, 3, 64, 64))
+    assert recorder.stages("one2one") == {}
+    assert [len(levels) for levels in recorder.stages("one2many")["box_preact"]] == [3, 3]
+    recorder.detach()
+
+
 def test_pair_check_rejects_other_classes():
     """A teacher with another class count is refused, naming both counts."""
     with pytest.raises(ValueError, match="teacher predicts 5 classes but the student predicts 3"):
