@@ -11,4 +11,5 @@ Modules (import them directly; this package imports nothing heavy):
     tegrastats  Jetson power rails (stdlib only; vendored by deploy/jetson)
     hardware    device names, Jetson power mode, known compute peaks (stdlib only; vendored by deploy/jetson)
     plan        TensorRT plan header / sidecar (stdlib only, tensorrt lazily; vendored by deploy/jetson)
+    trt_compat  TensorRT 10 / 11 capabilities, precision plan, refusals that name the fix (stdlib only; vendored)
 """
