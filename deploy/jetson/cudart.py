@@ -7,25 +7,64 @@ context and time it. Every call checks its status and raises with CUDA's own err
 from __future__ import annotations
 
 import ctypes
+import re
+import sys
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 import numpy as np
 
 HOST_TO_DEVICE, DEVICE_TO_HOST = 1, 2  # cudaMemcpyKind
-LIBRARIES = ("libcudart.so", "libcudart.so.12", "libcudart.so.11.0", "/usr/local/cuda/lib64/libcudart.so")
+SONAMES = ("libcudart.so", "libcudart.so.13", "libcudart.so.12", "libcudart.so.11.0")
+"""Found by the dynamic loader (LD_LIBRARY_PATH, ldconfig: JetPack, a CUDA toolkit) or already loaded."""
+PIP_FOLDERS = ("cu13/lib", "cuda_runtime/lib")
+"""Inside pip's ``nvidia`` namespace package: CUDA 13 wheels put libcudart.so.13 in ``nvidia/cu13/lib``, the
+``nvidia-cuda-runtime-cu12`` / ``-cu11`` wheels libcudart.so.12 / .so.11.0 in ``nvidia/cuda_runtime/lib``."""
+SYSTEM_PATHS = ("/usr/local/cuda/lib64/libcudart.so",)
+
+
+def pip_nvidia_folders(paths: Iterable[str] | None = None) -> list[Path]:
+    """The ``nvidia`` folders of pip's CUDA wheels on ``paths`` (default sys.path), found without importing them."""
+    folders = []
+    for entry in sys.path if paths is None else paths:
+        folder = Path(entry or ".") / "nvidia"
+        if folder.is_dir() and folder not in folders:
+            folders.append(folder)
+    return folders
+
+
+def _soname_version(path: Path) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", path.name.split(".so", 1)[1]))
+
+
+def library_candidates(nvidia_folders: Iterable[Path]) -> list[str]:
+    """Where to look for libcudart, in order: the loader's sonames, pip's wheels (newest first), the CUDA toolkit."""
+    found = []
+    for folder in nvidia_folders:
+        for sub in PIP_FOLDERS:
+            libraries = (folder / sub).glob("libcudart.so.[0-9]*")
+            found += sorted((p for p in libraries if p.is_file()), key=_soname_version, reverse=True)
+    return [*SONAMES, *(str(path) for path in found), *SYSTEM_PATHS]
+
+
+def load_cudart(candidates: Iterable[str], loader: Callable[[str], ctypes.CDLL] = ctypes.CDLL) -> ctypes.CDLL:
+    """The first candidate that loads; OSError naming every one tried otherwise."""
+    tried = []
+    for name in candidates:
+        try:
+            return loader(name)
+        except OSError:
+            tried.append(name)
+    raise OSError(
+        f"libcudart not found (tried {tried}); is CUDA installed (JetPack, a CUDA toolkit or pip's nvidia-*)?"
+    )
 
 
 class CudaRuntime:
     """A handle on libcudart with typed signatures (pointers and sizes as 64-bit values)."""
 
     def __init__(self) -> None:
-        for name in LIBRARIES:
-            try:
-                self.lib = ctypes.CDLL(name)
-                break
-            except OSError:
-                continue
-        else:
-            raise OSError(f"libcudart not found (tried {LIBRARIES}); is CUDA (JetPack) installed?")
+        self.lib = load_cudart(library_candidates(pip_nvidia_folders()))
         pointer, size, handle = ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p
         signatures = {
             "cudaMalloc": [ctypes.POINTER(pointer), size],
@@ -40,6 +79,7 @@ class CudaRuntime:
             "cudaEventSynchronize": [handle],
             "cudaEventElapsedTime": [ctypes.POINTER(ctypes.c_float), handle, handle],
             "cudaMemGetInfo": [ctypes.POINTER(size), ctypes.POINTER(size)],
+            "cudaSetDevice": [ctypes.c_int],
         }
         for name, argtypes in signatures.items():
             function = getattr(self.lib, name)
@@ -51,6 +91,10 @@ class CudaRuntime:
         """Raise RuntimeError naming the call and CUDA's message for a non-zero status."""
         if status != 0:
             raise RuntimeError(f"{call}: CUDA error {status} ({self.lib.cudaGetErrorString(status).decode()})")
+
+    def set_device(self, index: int) -> None:
+        """Make GPU ``index`` current for this thread (buffers, streams and the engine's context live there)."""
+        self.check(self.lib.cudaSetDevice(index), "cudaSetDevice")
 
     def malloc(self, nbytes: int) -> int:
         """Device buffer of nbytes; returns its address."""
