@@ -13,36 +13,21 @@ the power mode (nvpmodel, jetson_clocks) and tegrastats power (mean W, mJ/frame,
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import resource
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SEARCH = (HERE, HERE.parents[1] / "yolokd" / "export")
-"""Where the shared modules are: beside this file (a flat copy), or the repository's yolokd/export/."""
 sys.path.insert(0, str(HERE))
+from vendor import vendored  # noqa: E402  (after sys.path has this folder)
 
-
-def vendored(name: str) -> ModuleType:
-    """Load ``yolokd/export/<name>.py`` by path (stats, tegrastats, hardware, plan): no yolokd package, no torch."""
-    for folder in SEARCH:
-        path = folder / f"{name}.py"
-        if path.is_file():
-            spec = importlib.util.spec_from_file_location(f"yolokd_jetson_{name}", path)
-            module = importlib.util.module_from_spec(spec)
-            sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-            spec.loader.exec_module(module)
-            return module
-    raise ImportError(f"{name}.py not found in {[str(folder) for folder in SEARCH]}: copy yolokd/export/ with deploy/")
-
-
-stats, tegrastats, hardware, plans = (vendored(name) for name in ("stats", "tegrastats", "hardware", "plan"))
+stats, tegrastats, hardware, plans, trt_compat = (
+    vendored(name) for name in ("stats", "tegrastats", "hardware", "plan", "trt_compat")
+)
 import pipeline  # noqa: E402  (after sys.path has this folder)
 
 
@@ -211,7 +196,7 @@ def bench_batch(plan: bytes, batch: int, frames: list, args, setting: dict, devi
             args.seconds,
         )
     power = tegrastats.power_summary(recorder.window(*window), len(samples["end_to_end"]) * batch, measure_s)
-    engine_bytes = getattr(runner.engine, "device_memory_size_v2", None) or runner.engine.device_memory_size
+    engine_bytes = trt_compat.engine_device_memory(runner.engine)
     memory = {
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "engine_device_mb": engine_bytes / 2**20,
@@ -300,12 +285,16 @@ def main(argv: list[str] | None = None) -> int:
     bench_parser.add_argument("--out", default="runs/jetson")
     commands.add_parser("info", help="print the environment this runner would report")
     args = parser.parse_args(argv)
-    if args.command == "build":
-        build(args)
-    elif args.command == "bench":
-        bench(args)
-    else:
-        print(json.dumps(environment(), indent=1))
+    try:
+        if args.command == "build":
+            build(args)
+        elif args.command == "bench":
+            bench(args)
+        else:
+            print(json.dumps(environment(), indent=1))
+    except (ValueError, FileNotFoundError) as error:  # refusals that name the fix (TensorRTFeatureError, mismatch...)
+        print(f"run.py: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -1,20 +1,26 @@
 """Build a TensorRT plan from an ONNX on the device (FP32 / FP16 / INT8), and run it: TensorRT + NumPy only.
 
-Written against the TensorRT 8.6 / 10.x Python API (JetPack 6.0: 8.6.2; JetPack 6.1/6.2: 10.3). INT8 uses
-implicit quantization with an entropy calibrator (removed in TensorRT 11: build INT8 there with Ultralytics/ModelOpt).
-A timing cache is read and written back, so rebuilding on the same device is fast; the INT8 calibration cache
+One code path for TensorRT 8.6 (JetPack 6.0), 10.x (JetPack 6.1/6.2: 10.3) and 11.x, through
+``yolokd/export/trt_compat.py``, which reads what the ``tensorrt`` module offers instead of its version. Where
+builder flags exist (<= 10), FP16/INT8 are flags and an FP32 ONNX is calibrated for INT8 with an entropy calibrator;
+on TensorRT 11 (strongly typed only) the ONNX must already carry its precision (FP16 tensors, or Q/DQ nodes for
+INT8), and other requests stop with a one-line error naming the fix. A Q/DQ ONNX builds INT8 without calibration on
+both. A timing cache is read and written back, so rebuilding on the same device is fast; the INT8 calibration cache
 (``<stem>.int8.cache``) lets a rebuild skip calibration.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
 import numpy as np
 import tensorrt as trt
 from cudart import DEVICE_TO_HOST, HOST_TO_DEVICE, CudaRuntime
+from vendor import vendored
 
+compat = vendored("trt_compat")
 LOGGER = trt.Logger(trt.Logger.WARNING)
 NUMPY_DTYPES = {"FLOAT": np.float32, "HALF": np.float16, "INT32": np.int32, "INT64": np.int64, "BOOL": np.bool_}
 
@@ -24,33 +30,50 @@ def numpy_dtype(trt_dtype) -> type:
     return NUMPY_DTYPES[str(trt_dtype).rsplit(".", 1)[-1]]
 
 
-class EntropyCalibrator(trt.IInt8EntropyCalibrator2):
-    """Feeds letterboxed uint8 images (N, 3, h, w) from ``<stem>.calib.npy`` to TensorRT, one batch at a time."""
+@functools.cache
+def calibrator_class() -> type:
+    """The entropy calibrator, defined on first use: its base ``IInt8EntropyCalibrator2`` is gone in TensorRT 11
+    (``compat.calibrator_base`` then raises TensorRTFeatureError naming the fix)."""
 
-    def __init__(self, images: np.ndarray | None, batch: int, cache: Path, cuda: CudaRuntime):
-        super().__init__()
-        self.images, self.batch, self.cache, self.cuda, self.index = images, batch, cache, cuda, 0
-        self.host = None if images is None else cuda.pinned((batch, *images.shape[1:]), np.float32)
-        self.device = 0 if self.host is None else cuda.malloc(self.host.nbytes)
-        self.stream = cuda.stream()
+    class EntropyCalibrator(compat.calibrator_base(trt)):
+        """Feeds letterboxed uint8 images (N, 3, h, w) from ``<stem>.calib.npy`` to TensorRT, one batch at a time."""
 
-    def get_batch_size(self) -> int:
-        return self.batch
+        def __init__(self, images: np.ndarray | None, batch: int, cache: Path, cuda: CudaRuntime):
+            super().__init__()
+            self.images, self.batch, self.cache, self.cuda, self.index = images, batch, cache, cuda, 0
+            self.host = None if images is None else cuda.pinned((batch, *images.shape[1:]), np.float32)
+            self.device = 0 if self.host is None else cuda.malloc(self.host.nbytes)
+            self.stream = cuda.stream()
 
-    def get_batch(self, names):  # TensorRT passes the input names; there is one input
-        if self.images is None or self.index + self.batch > len(self.images):
-            return None
-        self.host[:] = self.images[self.index : self.index + self.batch] / np.float32(255)
-        self.cuda.copy(self.device, self.host.ctypes.data, self.host.nbytes, HOST_TO_DEVICE, self.stream)
-        self.cuda.synchronize(self.stream)
-        self.index += self.batch
-        return [self.device]
+        def get_batch_size(self) -> int:
+            return self.batch
 
-    def read_calibration_cache(self):
-        return self.cache.read_bytes() if self.images is None and self.cache.is_file() else None
+        def get_batch(self, names):  # TensorRT passes the input names; there is one input
+            if self.images is None or self.index + self.batch > len(self.images):
+                return None
+            self.host[:] = self.images[self.index : self.index + self.batch] / np.float32(255)
+            self.cuda.copy(self.device, self.host.ctypes.data, self.host.nbytes, HOST_TO_DEVICE, self.stream)
+            self.cuda.synchronize(self.stream)
+            self.index += self.batch
+            return [self.device]
 
-    def write_calibration_cache(self, cache) -> None:
-        self.cache.write_bytes(bytes(cache))
+        def read_calibration_cache(self):
+            return self.cache.read_bytes() if self.images is None and self.cache.is_file() else None
+
+        def write_calibration_cache(self, cache) -> None:
+            self.cache.write_bytes(bytes(cache))
+
+    return EntropyCalibrator
+
+
+def parse_onnx(builder, onnx: Path, caps):
+    """A network parsed from the ONNX (strongly typed where that is the only mode)."""
+    network = builder.create_network(compat.network_flags(trt, caps))
+    parser = trt.OnnxParser(network, LOGGER)
+    if not parser.parse_from_file(str(onnx)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"{onnx}: TensorRT could not parse it: {errors}")
+    return network, parser
 
 
 def build_plan(
@@ -64,21 +87,20 @@ def build_plan(
     timing_cache: Path,
     calibration_cache: Path,
 ) -> tuple[bytes, dict]:
-    """Parse the ONNX and build a serialized plan; returns (plan, build facts: seconds, timing cache hit...)."""
-    if precision == "int8" and calibration is None and not calibration_cache.is_file():
+    """Parse the ONNX and build a serialized plan; returns (plan, build facts: seconds, timing cache, typing).
+
+    Raises:
+        TensorRTFeatureError (a ValueError): this TensorRT cannot build ``precision`` from this ONNX; names the fix.
+    """
+    caps = compat.capabilities(trt)
+    builder = trt.Builder(LOGGER)
+    network, _parser = parse_onnx(builder, onnx, caps)  # the parser must outlive the build
+    recipe = compat.precision_plan(caps, precision, compat.graph_precision(network, trt))
+    if recipe.calibrate and calibration is None and not calibration_cache.is_file():
         raise ValueError(
             f"int8 needs calibration images (--calib {onnx.stem}.calib.npy from `yolokd export "
             f"... target=tensorrt int8=true`) or an existing {calibration_cache.name}"
         )
-    builder = trt.Builder(LOGGER)
-    explicit = (
-        0 if int(trt.__version__.split(".")[0]) >= 10 else 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    )
-    network = builder.create_network(explicit)
-    parser = trt.OnnxParser(network, LOGGER)
-    if not parser.parse_from_file(str(onnx)):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"{onnx}: TensorRT could not parse it: {errors}")
     config = builder.create_builder_config()
     if workspace_gib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
@@ -91,33 +113,34 @@ def build_plan(
         height, width = shape[2] if shape[2] > 0 else imgsz[0], shape[3] if shape[3] > 0 else imgsz[1]
         profile.set_shape(image_input.name, (1, 3, height, width), (batch, 3, height, width), (batch, 3, height, width))
         config.add_optimization_profile(profile)
-        if precision == "int8" and hasattr(config, "set_calibration_profile"):
+        if recipe.calibration_profile:
             config.set_calibration_profile(profile)
-    cuda = CudaRuntime()
-    if precision in {"fp16", "int8"}:
-        config.set_flag(trt.BuilderFlag.FP16)
-    if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
+    compat.set_builder_flags(config, trt, recipe)
+    if recipe.calibrate:
         images = np.load(calibration) if calibration else None
-        config.int8_calibrator = EntropyCalibrator(
-            images, max(1, shape[0]) if shape[0] > 0 else batch, calibration_cache, cuda
-        )
+        calibration_batch = max(1, shape[0]) if shape[0] > 0 else batch
+        config.int8_calibrator = calibrator_class()(images, calibration_batch, calibration_cache, CudaRuntime())
     started = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
         raise RuntimeError("TensorRT build failed; run with TRT logs (trtexec --onnx=... --verbose) for the reason")
     timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
-    return bytes(plan), {"build_seconds": round(time.perf_counter() - started, 1), "timing_cache": str(timing_cache)}
+    facts = {"build_seconds": round(time.perf_counter() - started, 1), "timing_cache": str(timing_cache)}
+    return bytes(plan), {**facts, "tensorrt_typing": recipe.typing}
 
 
 class PlanRunner:
-    """A deserialized plan with pinned host and device buffers on one stream; ``run(images)`` copies in, executes,
-    copies out and returns the first output; ``gpu_ms`` is the CUDA-event time of the last execute."""
+    """A deserialized plan with pinned host and device buffers on its own CUDA stream (created once, never the legacy
+    default stream); ``run()`` copies in, executes between two CUDA events, copies out and returns the first output;
+    ``gpu_ms`` is the CUDA-event time of the last execute."""
 
-    def __init__(self, plan: bytes, batch: int, imgsz: tuple[int, int]):
+    def __init__(self, plan: bytes, batch: int, imgsz: tuple[int, int], device: int = 0):
         self.cuda = CudaRuntime()
+        self.cuda.set_device(device)
         memory_before = self.cuda.memory_used()
         self.engine = trt.Runtime(LOGGER).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise RuntimeError("TensorRT could not deserialize the plan (another TensorRT version?); rebuild it here")
         self.context = self.engine.create_execution_context()
         self.stream, self.start, self.end = self.cuda.stream(), self.cuda.event(), self.cuda.event()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
@@ -145,9 +168,10 @@ class PlanRunner:
             self.device[name], self.host[name].ctypes.data, self.host[name].nbytes, HOST_TO_DEVICE, self.stream
         )
         self.cuda.record(self.start, self.stream)
-        if not self.context.execute_async_v3(self.stream):
-            raise RuntimeError("TensorRT execute_async_v3 failed")
+        launched = self.context.execute_async_v3(self.stream)
         self.cuda.record(self.end, self.stream)
+        if not launched:
+            raise RuntimeError("TensorRT execute_async_v3 returned False: the enqueue failed (see TensorRT's error)")
         for output in self.output_names:
             self.cuda.copy(
                 self.host[output].ctypes.data,
