@@ -148,6 +148,7 @@ def benchmark_environment(device: str) -> dict[str, Any]:
         "torch_threads": torch.get_num_threads(),
         "onnxruntime_providers": providers,
         "power_mode": base["power_mode"],
+        "gpu_clocks": hardware.gpu_clocks(int(index) if index.isdigit() else 0) if cuda else None,
         "load_average": base["load_average"],
     }
 
@@ -170,9 +171,13 @@ def postprocess(predictions: torch.Tensor, runner: runners.Runner, imgsz, frames
 
 
 def time_iteration(runner: runners.Runner, frames: list, imgsz, conf: float, iou: float) -> dict[str, float]:
-    """One iteration over ``frames`` (one batch): ms per stage, synchronised on CUDA; CUDA-event GPU time there."""
+    """One iteration over ``frames`` (one batch): ms per stage, synchronised on CUDA; CUDA-event GPU time there.
+
+    A runtime that times itself (TensorRT: events around the enqueue on its own stream, ``runner.gpu_ms()``) gives
+    the GPU time; torch on CUDA is timed with events on the current stream.
+    """
     cuda = runner.device.type == "cuda"
-    events = cuda and runner.runtime in {"torch", "tensorrt"}
+    events = cuda and runner.runtime == "torch"
     start = time.perf_counter()
     inputs = preprocess(frames, imgsz, runner.device)
     if cuda:
@@ -197,7 +202,10 @@ def time_iteration(runner: runners.Runner, frames: list, imgsz, conf: float, iou
         "postprocess": 1000 * (done - after_inference),
         "end_to_end": 1000 * (done - start),
     }
-    if events:
+    own_gpu_ms = runner.gpu_ms()
+    if own_gpu_ms is not None:
+        times["gpu_compute"] = own_gpu_ms
+    elif events:
         times["gpu_compute"] = begin.elapsed_time(end)
     return times
 

@@ -140,6 +140,33 @@ def cuda_device_ctypes(index: int = 0) -> dict[str, str] | None:
     return {"gpu_name": name.value.decode(), "compute_capability": f"{major.value}.{minor.value}"}
 
 
+GPU_CLOCK_FIELDS = ("clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem")
+"""nvidia-smi query fields (MHz): current and maximum SM and memory clocks."""
+
+
+def parse_gpu_clocks(text: str | None) -> dict[str, int | str] | None:
+    """One ``nvidia-smi --query-gpu=<GPU_CLOCK_FIELDS> --format=csv,noheader,nounits`` line -> clocks in MHz.
+
+    Returns:
+        (dict | None): sm_mhz, sm_max_mhz, memory_mhz, memory_max_mhz and ``sm_state`` ("at max" or "below max:
+        boost not pinned, or throttled"); None when the text is missing or unreadable.
+    """
+    if not text:
+        return None
+    values = [value.strip() for value in text.strip().splitlines()[0].split(",")]
+    if len(values) != len(GPU_CLOCK_FIELDS) or not all(value.isdigit() for value in values):
+        return None
+    sm, sm_max, memory, memory_max = (int(value) for value in values)
+    state = "at max" if sm >= sm_max else "below max: boost not pinned, or throttled"
+    return {"sm_mhz": sm, "sm_max_mhz": sm_max, "memory_mhz": memory, "memory_max_mhz": memory_max, "sm_state": state}
+
+
+def gpu_clocks(index: int = 0) -> dict[str, int | str] | None:
+    """Current and maximum clocks of GPU ``index`` from nvidia-smi (None without it, e.g. on a Jetson)."""
+    query = f"--query-gpu={','.join(GPU_CLOCK_FIELDS)}"
+    return parse_gpu_clocks(_run(["nvidia-smi", query, "--format=csv,noheader,nounits", f"--id={index}"]))
+
+
 def l4t_release() -> str | None:
     """The Jetson Linux (L4T) release from /etc/nv_tegra_release, e.g. 'R36.4.0' (JetPack 6.1/6.2 are R36.4)."""
     try:

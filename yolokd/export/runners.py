@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from yolokd.export import plan as plans
+from yolokd.export import trt_compat
 
 ORT_PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -58,6 +59,11 @@ class Runner:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def gpu_ms(self) -> float | None:
+        """GPU time of the last call measured by the runtime itself (CUDA events on its stream), ms; None if it has
+        none (then a benchmark times the call on the caller's stream)."""
+        return None
 
     def why_not(self, batch: int, imgsz: tuple[int, int]) -> str | None:
         """Why this model cannot run a (batch, imgsz) input, or None when it can."""
@@ -188,7 +194,12 @@ class TrtRunner(Runner):
         gpu = {"gpu_name": torch.cuda.get_device_name(device), "compute_capability": f"{major}.{minor}"}
         plans.check_device(sidecar, plans.current_device(gpu), plan, name=path.name)
         self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(plan)
+        if self.engine is None:
+            raise plans.EngineMismatchError(f"{path.name}: TensorRT could not deserialize the plan; rebuild it here")
         self.context = self.engine.create_execution_context()
+        with torch.cuda.device(device):  # created once: TensorRT on the legacy default stream adds synchronisations
+            self.stream = torch.cuda.Stream(device)
+            self.start, self.end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         io = plans.engine_io(self.engine)
         self.input_name, self.output_names = io["inputs"][0]["name"], [out["name"] for out in io["outputs"]]
         shape = io["inputs"][0]["shape"]
@@ -204,23 +215,52 @@ class TrtRunner(Runner):
             (shape[2], shape[3]) if min(shape[2:]) > 0 else None,
             len(metadata.get("names") or {}) or max(output_shape[1] - 4, 0),
             bool(metadata.get("end2end")) or bool((metadata.get("args") or {}).get("nms")),
-            {"sidecar": sidecar, "device_memory_bytes": int(getattr(self.engine, "device_memory_size", 0))},
+            {"sidecar": sidecar, "device_memory_bytes": trt_compat.engine_device_memory(self.engine)},
         )
 
     def _dtype(self, name: str) -> torch.dtype:
         return _TRT_TORCH_DTYPES[str(self.engine.get_tensor_dtype(name)).rsplit(".", 1)[-1]]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, self._dtype(self.input_name)).contiguous()
-        self.context.set_input_shape(self.input_name, tuple(images.shape))
-        self.context.set_tensor_address(self.input_name, images.data_ptr())
-        outputs = []
-        for name in self.output_names:
-            out = torch.empty(tuple(self.context.get_tensor_shape(name)), dtype=self._dtype(name), device=self.device)
-            self.context.set_tensor_address(name, out.data_ptr())
-            outputs.append(out)
-        self.context.execute_async_v3(torch.cuda.current_stream(self.device).cuda_stream)
+        with torch.cuda.device(self.device):
+            images = images.to(self.device, self._dtype(self.input_name)).contiguous()
+            self.context.set_input_shape(self.input_name, tuple(images.shape))
+            self.context.set_tensor_address(self.input_name, images.data_ptr())
+            outputs = []
+            for name in self.output_names:
+                shape = tuple(self.context.get_tensor_shape(name))
+                out = torch.empty(shape, dtype=self._dtype(name), device=self.device)
+                self.context.set_tensor_address(name, out.data_ptr())
+                outputs.append(out)
+            caller = torch.cuda.current_stream(self.device)
+            self.stream.wait_stream(caller)  # the input and output buffers were made on the caller's stream
+            enqueue_timed(self.context, self.stream, self.start, self.end, self.path.name)
+            caller.wait_stream(self.stream)  # the caller reads the outputs after TensorRT wrote them
         return outputs[0].float()
+
+    def gpu_ms(self) -> float:
+        """CUDA-event time of the last enqueue on this runner's stream, ms (waits for it to finish)."""
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end)
+
+
+def enqueue_timed(context: Any, stream: Any, start: Any, end: Any, name: str) -> None:
+    """``context.execute_async_v3`` on ``stream`` between two recorded CUDA events; raise when TensorRT refuses.
+
+    Args:
+        context: a ``tensorrt.IExecutionContext`` with its tensor addresses set.
+        stream: a ``torch.cuda.Stream`` (``cuda_stream`` is its handle) that is not the legacy default stream.
+        start, end: ``torch.cuda.Event(enable_timing=True)``, recorded on ``stream`` around the enqueue.
+        name: the model file, for the error message.
+    """
+    start.record(stream)
+    launched = context.execute_async_v3(stream.cuda_stream)
+    end.record(stream)
+    if not launched:
+        raise RuntimeError(
+            f"{name}: TensorRT execute_async_v3 returned False (the enqueue failed, see TensorRT's error above); "
+            f"its outputs would be garbage"
+        )
 
 
 def open_runner(

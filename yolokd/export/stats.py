@@ -243,6 +243,12 @@ def environment_lines(environment: Mapping[str, Any]) -> list[str]:
     lines.append("- versions: " + ", ".join(f"{name} {version}" for name, version in versions.items()))
     if environment.get("power_mode"):
         lines.append(f"- power mode: {environment.get('power_mode')}")
+    clocks = environment.get("gpu_clocks")
+    if clocks:
+        lines.append(
+            f"- GPU clocks at start: SM {clocks['sm_mhz']} / {clocks['sm_max_mhz']} MHz ({clocks['sm_state']}), "
+            f"memory {clocks['memory_mhz']} / {clocks['memory_max_mhz']} MHz"
+        )
     lines.append(f"- load average at start (1/5/15 min): {environment.get('load_average')}")
     return lines
 
