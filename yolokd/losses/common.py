@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from yolokd.heads.detect import HeadSpec
+
 
 class ChannelAligner(nn.Module):
     """Per-level 1x1 convs mapping student feature widths onto the teacher's; identity where widths match.
@@ -33,6 +35,23 @@ class ChannelAligner(nn.Module):
     def forward(self, features: list[Tensor]) -> list[Tensor]:
         """L tensors (B, D_s, H, W) -> L tensors (B, D_t, H, W)."""
         return [conv(feature) for conv, feature in zip(self.convs, features, strict=True)]
+
+
+def stage_aligners(student_head: HeadSpec, teacher_head: HeadSpec, parts: tuple[str, ...]) -> nn.ModuleDict:
+    """One :class:`ChannelAligner` per head branch part (``box``, ``cls``), for its stage outputs at every level.
+
+    Stage widths are the same at every level of a Detect-family head, so each aligner maps ``L`` copies of the
+    student's part width onto the teacher's. Built in the order of ``parts`` (that order fixes their random init).
+    """
+    levels = teacher_head.num_levels
+    return nn.ModuleDict(
+        {
+            part: ChannelAligner(
+                (student_head.stage_channels[part],) * levels, (teacher_head.stage_channels[part],) * levels
+            )
+            for part in parts
+        }
+    )
 
 
 def spatial_attention(feat: Tensor, temperature: float = 1.0) -> Tensor:
@@ -76,4 +95,4 @@ def pooled_channel_attention(feat: Tensor, temperature: float = 1.0) -> Tensor:
     return feat.shape[1] * (feat.abs().mean(dim=(2, 3)) / temperature).softmax(dim=1)
 
 
-__all__ = ["ChannelAligner", "channel_attention", "pooled_channel_attention", "spatial_attention"]
+__all__ = ["ChannelAligner", "channel_attention", "pooled_channel_attention", "spatial_attention", "stage_aligners"]

@@ -43,7 +43,7 @@ from yolokd.engine.views import Targets, View
 from yolokd.heads.detect import NUM_HEAD_STAGES, PREACTIVATION, HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
-from yolokd.losses.common import ChannelAligner
+from yolokd.losses.common import ChannelAligner, stage_aligners
 from yolokd.losses.ld import dfl_kl
 
 PARTS = ("box", "cls")
@@ -126,20 +126,12 @@ class CrossKDLoss(DistillLoss):
         self.teacher_adapter = teacher_head.adapter  # a plain object: the teacher never joins this module's params
         stage = params.stage
         self.stage_parts = {0: (), 1: tuple(p + PREACTIVATION for p in PARTS), 2: PARTS}[stage]
-        levels = teacher_head.num_levels
         if stage == 0:
             self.aligners = nn.ModuleDict(
                 {"feats": ChannelAligner(student_head.feat_channels, teacher_head.feat_channels)}
             )
         else:
-            self.aligners = nn.ModuleDict(
-                {
-                    part: ChannelAligner(
-                        (student_head.stage_channels[part],) * levels, (teacher_head.stage_channels[part],) * levels
-                    )
-                    for part in PARTS
-                }
-            )
+            self.aligners = stage_aligners(student_head, teacher_head, PARTS)
 
     def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         """The teacher's head layers must be reachable (a spec read by DetectHeadAdapter); any Detect pair works."""

@@ -42,13 +42,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from ultralytics.utils.metrics import bbox_iou
 
 from yolokd.engine.views import Targets, View
 from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
-from yolokd.losses.common import ChannelAligner, channel_attention, spatial_attention
+from yolokd.losses.common import channel_attention, spatial_attention, stage_aligners
 from yolokd.losses.masks import gaussian_fit_weights, normalize_per_image, points_in_boxes
 
 PARTS = ("box", "cls")
@@ -119,7 +119,7 @@ def prediction_guided_weights(
     gt_labels: Tensor,
     gt_mask: Tensor,
     k: int = 30,
-    xi: float = 0.8,
+    xi: float | tuple[float, ...] = 0.8,
 ) -> Tensor:
     """The PGW foreground mask of a batch, before normalisation (paper eqs. 1-3).
 
@@ -131,13 +131,17 @@ def prediction_guided_weights(
         gt_labels: (B, M) long GT classes.
         gt_mask: (B, M) bool, True for real GT rows.
         k: K, anchors per GT (30 in the paper).
-        xi: ξ (0.8 for the cls mask, 0.6 for the box mask in the paper).
+        xi: ξ (0.8 for the cls mask, 0.6 for the box mask in the paper), or a tuple of X values of ξ: one mask
+            each, sharing the teacher's class scores, IoUs and the inside-GT test (how PGD builds both masks).
 
     Returns:
-        (B, A) weights in [0, 1]; 0 outside every GT's top-K set.
+        (B, A) weights in [0, 1], 0 outside every GT's top-K set; (X, B, A) for a tuple of ξ.
     """
-    quality = prediction_quality(teacher_scores, teacher_boxes, gt_boxes, gt_labels, xi)
-    return topk_gaussian_weights(quality, points_in_boxes(anchor_points, gt_boxes, gt_mask), anchor_points, k)
+    class_scores, ious = _gt_scores_and_ious(teacher_scores, teacher_boxes, gt_boxes, gt_labels)
+    candidates = points_in_boxes(anchor_points, gt_boxes, gt_mask)
+    xis = xi if isinstance(xi, tuple) else (xi,)
+    masks = [topk_gaussian_weights(_combine(class_scores, ious, x), candidates, anchor_points, k) for x in xis]
+    return torch.stack(masks) if isinstance(xi, tuple) else masks[0]
 
 
 def pgd_cls_loss(
@@ -257,15 +261,7 @@ class PGDLoss(DistillLoss):
 
     def __init__(self, params: PGDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         super().__init__(params, teacher_head, student_head)
-        levels = student_head.num_levels
-        self.aligners = nn.ModuleDict(
-            {
-                part: ChannelAligner(
-                    (student_head.stage_channels[part],) * levels, (teacher_head.stage_channels[part],) * levels
-                )
-                for part in PARTS
-            }
-        )
+        self.aligners = stage_aligners(student_head, teacher_head, PARTS)
 
     def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         super().check_pair(teacher_head, student_head)
@@ -280,14 +276,18 @@ class PGDLoss(DistillLoss):
     def weight_masks(self, teacher: View, targets: Targets) -> dict[str, Tensor]:
         """PGW cls and box weights and the background indicator, each (B, A), from the teacher's predictions."""
         anchor_points = teacher.anchors * teacher.strides
-        class_scores, ious = _gt_scores_and_ious(
-            teacher.cls_logits.float().sigmoid(), teacher.boxes.float(), targets.gt_boxes, targets.gt_labels
+        cls_weights, box_weights = prediction_guided_weights(
+            teacher.cls_logits.float().sigmoid(),
+            teacher.boxes.float(),
+            anchor_points,
+            targets.gt_boxes,
+            targets.gt_labels,
+            targets.gt_mask,
+            k=self.params.topk,
+            xi=(self.params.cls_xi, self.params.box_xi),
         )
-        candidates = points_in_boxes(anchor_points, targets.gt_boxes, targets.gt_mask)
-        return {
-            part: topk_gaussian_weights(_combine(class_scores, ious, xi), candidates, anchor_points, self.params.topk)
-            for part, xi in (("cls", self.params.cls_xi), ("box", self.params.box_xi))
-        } | {"background": (~candidates.any(dim=1)).float()}
+        outside_every_gt = ~points_in_boxes(anchor_points, targets.gt_boxes, targets.gt_mask).any(dim=1)
+        return {"cls": cls_weights, "box": box_weights, "background": outside_every_gt.float()}
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         shapes = [tuple(f.shape[-2:]) for f in teacher.feats]

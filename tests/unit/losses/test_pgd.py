@@ -303,6 +303,34 @@ def test_box_terms_on_gathered_cells_equal_the_dense_maps():
     assert terms["pgd_att"].item() == pytest.approx((box_attention + cls_attention).item(), rel=1e-5)
 
 
+def test_training_masks_equal_the_loop_oracle():
+    """PGDLoss.weight_masks (what training uses): cls and box masks equal the loop oracle at their ξ; the background
+    indicator is 1 exactly on the anchors whose centre lies inside no GT box."""
+    _, teacher = make_views(seed=2)
+    params = PGDParams(topk=9)
+    masks = PGDLoss(params, spec(8, 6), spec(8, 6)).weight_masks(teacher, targets(*GT))
+    points = anchor_layout()[0]
+    for part, xi in (("cls", params.cls_xi), ("box", params.box_xi)):
+        oracle = naive_weights(teacher.cls_logits.sigmoid(), teacher.boxes, points, *gts(*GT), k=9, xi=xi)
+        assert torch.allclose(masks[part].double(), oracle, atol=1e-5), part
+    for image, boxes in enumerate(GT[0]):
+        inside_any = torch.zeros(len(points), dtype=torch.bool)
+        for x1, y1, x2, y2 in boxes:
+            inside_any |= (points[:, 0] > x1) & (points[:, 0] < x2) & (points[:, 1] > y1) & (points[:, 1] < y2)
+        assert torch.equal(masks["background"][image], (~inside_any).float()), image
+
+
+def test_tuple_of_xi_stacks_the_single_xi_masks():
+    """xi=(0.8, 0.6) gives the two masks that xi=0.8 and xi=0.6 give one at a time, bit for bit."""
+    scores, boxes = teacher_predictions(2, seed=4)
+    gt = gts(*GT)
+    points = anchor_layout()[0]
+    both = prediction_guided_weights(scores, boxes, points, *gt, k=5, xi=(0.8, 0.6))
+    assert both.shape == (2, 2, 84)
+    assert torch.equal(both[0], prediction_guided_weights(scores, boxes, points, *gt, k=5, xi=0.8))
+    assert torch.equal(both[1], prediction_guided_weights(scores, boxes, points, *gt, k=5, xi=0.6))
+
+
 def test_level_weights_must_match_the_head():
     """Two level weights for a three-level head is a ValueError naming both counts."""
     with pytest.raises(ValueError, match=r"2 levels.*3 levels"):
