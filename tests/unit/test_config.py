@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 import yaml
 
 from yolokd.config import ConfigError, Schedule, apply_overrides, load_experiment, parse_overrides
+from yolokd.losses import LOSSES
 from yolokd.losses.bckd import BCKDParams
 
 
@@ -120,6 +122,23 @@ def test_out_of_range_value_has_path() -> None:
     """A ValueError from Params.__post_init__ becomes a ConfigError carrying the key's path."""
     message = error_of(with_entry(cls_weight=-1))
     assert message.startswith("distill.0.cls_weight:") and ">= 0" in message
+
+
+POSITIVE_FIELDS = [(name, key) for name, loss in LOSSES.items() for key in loss.Params.positive_fields]
+
+
+@pytest.mark.parametrize(("loss", "key"), POSITIVE_FIELDS, ids=[f"{n}.{k}" for n, k in POSITIVE_FIELDS])
+def test_positive_fields_refuse_zero(loss: str, key: str) -> None:
+    """Every field a method declares positive (temperatures, sizes) refuses 0, reported at its path."""
+    message = error_of(base_config(distill=[{"loss": loss, key: 0}]))
+    assert re.fullmatch(rf"distill\.0\.{key}: {key}=0(\.0)? must be > 0", message), message
+
+
+def test_positive_fields_are_not_config_keys() -> None:
+    """positive_fields is a class attribute, never a config key, and names only real fields of its method."""
+    for name, loss in LOSSES.items():
+        names = loss.Params.field_names()
+        assert "positive_fields" not in names and set(loss.Params.positive_fields) <= set(names), name
 
 
 def test_bad_branch_has_path() -> None:

@@ -17,7 +17,8 @@ BRANCHES = ("one2many", "one2one")
 class LossParams:
     """Parameters shared by every method; each method subclasses this with its own fields (all defaulted).
 
-    Fields whose name ends in ``weight`` are term weights and must be >= 0 (checked here for every method).
+    Fields whose name ends in ``weight`` are term weights and must be >= 0, and the fields a method lists in
+    ``positive_fields`` (temperatures, sizes) must be > 0: both checked here, for every method.
 
     Attributes:
         branch: which head branch to distil on one2one/one2many heads (YOLOv10, YOLO26). ``one2many`` is the
@@ -33,11 +34,16 @@ class LossParams:
     branch: str = "one2many"
     grad_share: float = 1.0
 
+    # Names of fields that must be > 0. A plain class attribute in subclasses (``positive_fields = ("temperature",)``),
+    # never annotated there: an annotation would make it a config key.
+    positive_fields: ClassVar[tuple[str, ...]] = ()
+
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
             raise ValueError(f"branch={self.branch!r} is not one of {BRANCHES}")
-        if not self.grad_share > 0:
-            raise ValueError(f"grad_share={self.grad_share} must be > 0")
+        for name in ("grad_share", *self.positive_fields):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         for field in fields(self):  # every term weight (``weight``, ``cls_weight``, ...) is a non-negative number
             value = getattr(self, field.name)
             if field.name.endswith("weight") and value < 0:

@@ -98,6 +98,8 @@ class CrossKDParams(LossParams):
     loc_weight: float = 4.0
     temperature: float = 1.0
 
+    positive_fields = ("temperature",)
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.stage not in VALID_STAGES:
@@ -110,8 +112,6 @@ class CrossKDParams(LossParams):
                 "stage=0 cannot distil the one2one branch: Ultralytics detaches that branch's neck inputs, so only "
                 "the aligner would learn; use stage 1 or 2, or branch one2many"
             )
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
 
 
 class CrossKDLoss(DistillLoss):

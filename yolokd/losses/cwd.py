@@ -57,10 +57,7 @@ class CWDParams(LossParams):
     weight: float = 10.0
     tau: float = 1.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.tau <= 0:
-            raise ValueError(f"tau={self.tau} must be > 0")
+    positive_fields = ("tau",)
 
 
 class CWDLoss(DistillLoss):

@@ -125,10 +125,7 @@ class DFDParams(LossParams):
     ld_weight: float = 1.0
     trans_expansion: float = 2.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.trans_expansion <= 0:
-            raise ValueError(f"trans_expansion={self.trans_expansion} must be > 0")
+    positive_fields = ("trans_expansion",)
 
 
 class DFDLoss(DistillLoss):

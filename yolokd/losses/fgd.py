@@ -137,10 +137,7 @@ class FGDParams(LossParams):
     global_weight: float = 1e-5
     temperature: float = 0.5
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
+    positive_fields = ("temperature",)
 
 
 class FGDLoss(DistillLoss):

@@ -207,15 +207,20 @@ class GDetKDParams(LossParams):
     negative_iou: float = 0.5
     init_head_from_teacher: bool = False
 
+    positive_fields = (
+        "rois_per_image",
+        "roi_size",
+        "embed_channels",
+        "projection_dim",
+        "finest_scale",
+        "ckd_temperature",
+    )
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for key in ("candidates_per_image", "queue_size"):  # the *_weight fields are checked by LossParams
             if getattr(self, key) < 0:
                 raise ValueError(f"{key}={getattr(self, key)} must be >= 0")
-        positive_keys = ("rois_per_image", "roi_size", "embed_channels", "projection_dim", "finest_scale")
-        for key in (*positive_keys, "ckd_temperature"):
-            if getattr(self, key) <= 0:
-                raise ValueError(f"{key}={getattr(self, key)} must be > 0")
         if self.temperature_init is not None and self.temperature_init <= 0:
             raise ValueError(f"temperature_init={self.temperature_init} must be > 0 (or null for √embed_channels)")
         for key in ("positive_fraction", "positive_iou", "negative_iou"):

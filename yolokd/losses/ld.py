@@ -77,10 +77,7 @@ class LDParams(LossParams):
     weight: float = 0.25
     temperature: float = 10.0
 
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
+    positive_fields = ("temperature",)
 
 
 class LDLoss(DistillLoss):

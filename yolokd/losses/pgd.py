@@ -232,10 +232,10 @@ class PGDParams(LossParams):
     box_xi: float = 0.6
     level_weights: tuple[float, ...] = (1.0, 1.25, 1.5)
 
+    positive_fields = ("temperature",)
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.temperature <= 0:
-            raise ValueError(f"temperature={self.temperature} must be > 0")
         if self.topk < 1:
             raise ValueError(f"topk={self.topk} must be >= 1")
         for key in ("cls_xi", "box_xi"):
