@@ -8,7 +8,7 @@ import pytest
 
 from yolokd.cli import main
 from yolokd.export import profiles
-from yolokd.export.exporter import export_model, ultralytics_args
+from yolokd.export.exporter import export_model, plain_export_args, ultralytics_args
 
 SHIPPED = ("onnx-portable", "jetson-orin-nano-fp16", "jetson-orin-nano-int8")
 
@@ -76,6 +76,35 @@ def test_onnx_for_a_device_build_stays_fp32():
     options = profiles.resolve_options("jetson-orin-nano-int8", format="onnx", data="d.yaml")
     assert options.device_build and options.precision == "int8"
     assert "quantize" not in ultralytics_args(options)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"format": "engine", "half": True},
+        {"format": "engine", "int8": True, "data": "d.yaml"},
+        {"format": "engine", "half": True, "device": "1", "workspace": 4},
+        {"profile": "jetson-orin-nano-fp16", "format": "onnx"},
+    ],
+)
+def test_plain_export_of_an_engine_is_an_fp32_onnx_on_the_cpu(options):
+    """Engines (any precision) and device-build ONNX hold an FP32 ONNX: the plain export has no quantize (16 with
+    format=onnx on a CPU would add Ultralytics' Cast nodes), no device, no workspace, no calibration data."""
+    profile = options.pop("profile", None)
+    args = plain_export_args(profiles.resolve_options(profile, **options))
+    assert args["format"] == "onnx"
+    assert not {"quantize", "device", "workspace", "data", "fraction", "split"} & set(args)
+
+
+def test_plain_export_of_an_fp16_onnx_repeats_its_conversion():
+    """An FP16 ONNX is compared with a plain model converted the same way: quantize=16 on the same device."""
+    args = plain_export_args(profiles.ExportOptions(half=True, device="cpu", imgsz=320))
+    assert (args["format"], args["quantize"], args["device"], args["imgsz"]) == ("onnx", 16, "cpu", 320)
+
+
+def test_plain_export_of_an_int8_onnx_is_skipped():
+    """An INT8 (Q/DQ) ONNX has no plain counterpart without its own calibration: no comparison."""
+    assert plain_export_args(profiles.ExportOptions(int8=True, data="d.yaml")) is None
 
 
 def test_none_strings_from_the_command_line():

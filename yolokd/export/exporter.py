@@ -3,7 +3,8 @@
 The student in ``best.pt`` is a plain Ultralytics model, so the export is Ultralytics' own (``YOLO(model).export``).
 What yolokd adds: target profiles, INT8 calibration on the *train* split (Ultralytics calibrates on ``val`` unless
 told), the raw ``.plan`` + ``.trt.json`` sidecar of engines, files for an engine built on the device, the checks
-(graph, parity with PyTorch, mAP delta, no KD residue) and ``<stem>.export.{json,md}`` next to the exported file.
+(graph, detections matched with PyTorch's, mAP delta, no KD residue) and ``<stem>.export.{json,md}`` next to the
+exported file.
 """
 
 from __future__ import annotations
@@ -70,6 +71,28 @@ def ultralytics_args(options: ExportOptions) -> dict[str, Any]:
         args["device"] = options.device
     if quantize == 8:  # Ultralytics calibrates on args.split ("val" unless set): keep validation images unseen
         args.update(data=options.data, fraction=options.fraction, split=options.calib_split)
+    return args
+
+
+def plain_export_args(options: ExportOptions) -> dict[str, Any] | None:
+    """``YOLO.export`` arguments that make a plain model's ONNX the way the export's ONNX was made; None: no such ONNX.
+
+    An engine (any precision) and an ONNX for a device build hold an FP32 ONNX (Ultralytics traces FP32 and TensorRT
+    applies the precision): the plain export is FP32 on the CPU. Re-using quantize=16 with format=onnx on a CPU
+    would run Ultralytics' CPU FP16 conversion and add Cast nodes that the engine's ONNX does not have. An FP16 ONNX
+    is compared with the same quantize=16 on the same device (same conversion on both sides). An INT8 ONNX is not
+    compared (its Q/DQ graph needs a calibration run of its own).
+    """
+    args = ultralytics_args(options)
+    fp32_onnx = options.format == "engine" or options.device_build
+    if not fp32_onnx and options.precision == "int8":
+        return None
+    args["format"] = "onnx"
+    for key in ("workspace", "data", "fraction", "split") if fp32_onnx else ("workspace",):
+        args.pop(key, None)
+    if fp32_onnx:
+        args.pop("quantize", None)
+        args.pop("device", None)
     return args
 
 
@@ -213,8 +236,9 @@ def run_checks(student, exported: Path, files: dict, options: ExportOptions, pro
         if result["map"]["flagged"]:
             warnings.append(f"INT8 LOSES {-100 * delta:.2f} mAP50-95 POINTS vs PyTorch (more than 1): check it")
             LOGGER.warning("!" * 80 + f"\nyolokd export: {warnings[-1]}\n" + "!" * 80)
-    if options.compare_plain and onnx_path.is_file() and precision != "int8":
-        result["plain"] = plain_comparison(student, onnx_path, options)
+    plain_args = plain_export_args(options)
+    if options.compare_plain and onnx_path.is_file() and plain_args is not None:
+        result["plain"] = plain_comparison(student, onnx_path, plain_args)
         if not result["plain"]["same_graph"]:
             problems.append(f"graph differs from a plain {result['plain']['architecture']} export: {result['plain']}")
     return result
@@ -245,6 +269,7 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
         reference = reference_model(torch.from_numpy(batch).float() / 255)
     reference = reference[0] if isinstance(reference, (list, tuple)) else reference
     reference_end2end = bool(getattr(reference_model, "end2end", False))
+    score_tolerance = checks.TOLERANCES[precision].score_abs
     result = checks.parity(
         reference,
         reference_end2end,
@@ -252,8 +277,9 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
         runner.end2end,
         len(student.names),
         max(height, width),
-        conf=0.25 if options.nms else 0.001,
-        tie=checks.TOLERANCES[precision].score_abs,
+        conf=checks.PARITY_CONF,
+        margin=score_tolerance,
+        tie=score_tolerance,
     )
     result.update(
         images=[str(f) for f in images.pick(files, options.parity_images)],
@@ -277,17 +303,14 @@ def map_check(student, exported: Path, options: ExportOptions, precision: str) -
     return checks.map_comparison(torch_metrics.results_dict, export_metrics.results_dict, precision)
 
 
-def plain_comparison(student, onnx_path: Path, options: ExportOptions) -> dict[str, Any]:
-    """Export a plain, never-distilled model of the student's architecture the same way; compare the two graphs."""
+def plain_comparison(student, onnx_path: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """Export a plain, never-distilled model of the student's architecture with ``args`` (``plain_export_args``);
+    compare its graph with the export's ONNX."""
     from ultralytics import YOLO
     from ultralytics.nn.tasks import DetectionModel
 
     plain = DetectionModel(deepcopy(student.model.yaml), nc=len(student.names), verbose=False)
     plain.names = dict(student.names)
-    args = {**ultralytics_args(options), "format": "onnx"}
-    args.pop("workspace", None)
-    if args.get("device") is not None and options.format == "engine":
-        args.pop("device")
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "plain.pt"
         torch.save({"model": plain, "train_args": {}}, checkpoint)
