@@ -67,9 +67,9 @@ def test_parity_with_pytorch_independently(student, exported):
     assert output.shape == reference.shape
     np.testing.assert_allclose(output[:, 4:], reference[:, 4:], atol=1e-4)  # class probabilities
     np.testing.assert_allclose(output[:, :4], reference[:, :4], atol=IMGSZ * 1e-4)  # boxes, pixels
-    parity = exported.report["checks"]["parity"]
-    assert parity["cosine"] >= checks.TOLERANCES["fp32"].cosine
-    assert parity["max_abs_diff_scores"] <= checks.TOLERANCES["fp32"].score_abs
+    parity = exported.report["checks"]["parity"]  # the report's numbers agree with the oracle above
+    assert parity["cosine"] >= 0.99999 and parity["max_abs_diff_scores"] <= 1e-4
+    assert checks.parity_problems(parity, "fp32") == []
 
 
 def test_yolokd_val_on_onnx_matches_pytorch(exported, student, synthetic_data, capsys, tmp_path):
