@@ -331,6 +331,12 @@ def _check_teacher(teacher: Any, distill: list[LossEntry]) -> str | None:
         if distill:
             raise ConfigError("teacher: required when 'distill' lists methods; set teacher: path/to/trained.pt")
         return None
+    if not distill:
+        raise ConfigError(
+            f"distill: no methods, so the teacher {teacher!r} would be loaded for nothing and the student trained "
+            "without distillation; list a method (e.g. distill: [{loss: bckd}]), or set teacher=null to train the "
+            "student alone"
+        )
     if not isinstance(teacher, str):
         raise ConfigError(f"teacher: expected a checkpoint path (a string ending in .pt), got {teacher!r}")
     suffix = Path(teacher).suffix.lower()

@@ -177,6 +177,17 @@ def test_no_distill_needs_no_teacher() -> None:
     assert experiment.teacher is None and experiment.distill == []
 
 
+@pytest.mark.parametrize("distill", [[], None], ids=["empty", "absent"])
+def test_teacher_without_methods_rejected(distill: list | None) -> None:
+    """A teacher with no distill methods would train a plain student silently: refused, naming both fixes."""
+    config = base_config(distill=distill)
+    if distill is None:
+        del config["distill"]
+    message = error_of(config)
+    assert message.startswith("distill: no methods") and "{loss: bckd}" in message and "teacher=null" in message
+    assert load_experiment(config, ["teacher=null"]).teacher is None  # the fix the message names works
+
+
 def test_duplicate_entries_rejected() -> None:
     """Two entries of the same loss on the same branch would log the same terms."""
     message = error_of(base_config(distill=[{"loss": "bckd"}, {"loss": "bckd", "cls_weight": 2.0}]))
