@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import yaml
 from conftest import save_untrained_checkpoint, tiny_train_args
 
+from yolokd.cli import main
 from yolokd.config import load_experiment
 from yolokd.engine.trainer import train_experiment
 
@@ -61,3 +63,14 @@ def test_missing_bare_teacher_name(synthetic_data, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(FileNotFoundError, match=r"teacher checkpoint not found: 'not_a_release_asset\.pt'"):
         _run(synthetic_data, tmp_path, "not_a_release_asset.pt")
+
+
+def test_missing_data_file_is_a_one_line_error(synthetic_data, teacher_checkpoint, tmp_path, capsys):
+    """data= naming no file -> yolokd's one-line 'data:' error (exit 2), not Ultralytics' RuntimeError traceback."""
+    missing = tmp_path / "nowhere" / "data.yaml"
+    with pytest.raises(FileNotFoundError, match=r"^data: '.*nowhere/data\.yaml' does not exist$"):
+        _run(missing, tmp_path, teacher_checkpoint("yolov8s.yaml"))
+    config = tmp_path / "exp.yaml"
+    config.write_text(yaml.safe_dump(tiny_train_args(missing, tmp_path, "cli", model="yolov8n.yaml")))
+    assert main(["train", str(config)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("yolokd: error: data: '")

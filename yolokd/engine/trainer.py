@@ -97,6 +97,15 @@ class DistillationTrainer(DetectionTrainer):
         self.add_callback("on_train_epoch_end", DistillationTrainer._refresh_balance)
 
     # --- building -------------------------------------------------------------------------------------------
+    def get_dataset(self):
+        """Ultralytics' dataset check; a missing file (data YAML, image folder) becomes a one-line FileNotFoundError."""
+        try:
+            return super().get_dataset()
+        except RuntimeError as error:  # Ultralytics wraps every dataset error in a RuntimeError
+            if not isinstance(error.__cause__, FileNotFoundError):
+                raise
+            raise FileNotFoundError(f"data: {' '.join(str(error.__cause__).split())}") from error
+
     def setup_model(self):
         """Build the student as Ultralytics does, then the teacher and loss modules that depend on it."""
         ckpt = super().setup_model()
