@@ -54,13 +54,39 @@ def check_teacher_classes(teacher_names: dict[int, str], data_names: dict[int, s
         )
 
 
+REDUCED_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def amp_teacher_dtype(amp: bool | str | None, device_type: str) -> torch.dtype | None:
+    """The dtype to store the teacher in for a run: the AMP autocast dtype on CUDA, None (keep fp32) otherwise.
+
+    Args:
+        amp: the run's AMP setting as Ultralytics reads it (True / "fp16", "bf16", False / "fp32" / None), after its
+            AMP check (pass False when the trainer turned AMP off).
+        device_type: "cuda", "cpu", "mps"...
+    """
+    if device_type != "cuda" or not amp or str(amp).lower() == "fp32":
+        return None
+    return torch.bfloat16 if str(amp).lower() == "bf16" else torch.float16
+
+
+def teacher_dtype_for(stored: torch.dtype, autocast_dtype: torch.dtype | None) -> torch.dtype:
+    """The dtype the teacher should run in: the autocast dtype when autocast is on and the teacher is kept in reduced
+    precision (an fp16 teacher under bf16 autocast would get bf16 activations), else the dtype it is stored in."""
+    if autocast_dtype in REDUCED_DTYPES and stored in REDUCED_DTYPES:
+        return autocast_dtype
+    return stored
+
+
 class Distiller:
     """Frozen teacher + loss modules. Called once per step with the student's views; returns weighted KD terms.
 
     Each method's terms are multiplied by its frozen balance scale (``scales``, see :mod:`yolokd.engine.balance`).
 
-    The teacher runs in eval mode under ``no_grad``; on CUDA with AMP it is stored in half precision so that
-    autocast does not re-cast its weights every step. KD maths runs in fp32 (losses cast their inputs).
+    The teacher runs in eval mode under ``no_grad``; on CUDA with AMP it is stored in the autocast dtype (fp16, or
+    bf16 for ``amp=bf16``) so that autocast does not re-cast its weights every step; a teacher stored in the other
+    reduced dtype is moved to the active autocast dtype on its first step. KD maths runs in fp32 (losses cast their
+    inputs).
     """
 
     def __init__(self, teacher: nn.Module, student: nn.Module, entries: list[LossEntry], device: torch.device) -> None:
@@ -107,16 +133,23 @@ class Distiller:
         recorder.attach()
         return recorder
 
-    def use_half_teacher(self) -> None:
-        """Store the teacher in fp16 (CUDA + AMP only)."""
-        self.teacher.half()
+    def use_half_teacher(self, dtype: torch.dtype = torch.float16) -> None:
+        """Store the teacher in a reduced dtype (CUDA + AMP only): ``amp_teacher_dtype`` of the run, fp16 by default."""
+        if dtype not in REDUCED_DTYPES:
+            raise ValueError(f"teacher dtype: expected one of {REDUCED_DTYPES}, got {dtype}")
+        self.teacher.to(dtype)
 
     @torch.no_grad()
     def teacher_views(self, images: Tensor) -> dict[str, View]:
         """Run the teacher once and return its view of each branch the losses need (all tensors detached)."""
-        dtype = next(self.teacher.parameters()).dtype
+        device_type = images.device.type
+        autocast = torch.is_autocast_enabled(device_type)
+        stored = next(self.teacher.parameters()).dtype
+        dtype = teacher_dtype_for(stored, torch.get_autocast_dtype(device_type) if autocast else None)
+        if dtype != stored:
+            self.teacher.to(dtype)
         with self.teacher_adapter.raw_outputs():
-            preds = self.teacher(images if torch.is_autocast_enabled(images.device.type) else images.to(dtype))
+            preds = self.teacher(images if autocast else images.to(dtype))
         raw = self.teacher_adapter.split_branches(preds)
         recorder = self.teacher_recorder
         return {
