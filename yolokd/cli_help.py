@@ -13,7 +13,8 @@ Experiment config (YAML): any Ultralytics train argument plus three yolokd keys:
     warmup_epochs: 0         # KD weight ramps linearly 0 -> 1 over this many epochs
     off_last_epochs: 0       # KD off for the last N epochs, or "close_mosaic" to follow close_mosaic
 Unknown keys are errors with a "did you mean". Ultralytics' own distill_model/dis are not used: put the
-checkpoint in teacher: and the methods in distill:.
+checkpoint in teacher: and the methods in distill:. The configs shipped with yolokd are found by name from any
+folder (bckd_yolov8n.yaml or cfg/bckd_yolov8n.yaml); a file at that path, if there is one, is used instead.
 """
 
 OVERRIDES_HELP = """\

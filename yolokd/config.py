@@ -1,6 +1,7 @@
 """Experiment configs: Ultralytics train arguments plus a teacher, a list of distillation methods and a KD schedule.
 
-An experiment YAML (``cfg/*.yaml``)::
+An experiment YAML (``cfg/*.yaml``; the shipped ones live in ``yolokd/cfg/``, which the repository's ``cfg/``
+links to, and are found by name from any folder: ``bckd_yolov8n.yaml`` or ``cfg/bckd_yolov8n.yaml``)::
 
     model: yolov8n.yaml          # student; this and any other Ultralytics train argument (data, epochs...)
     teacher: yolov8s.pt          # trained checkpoint; required when distill is non-empty
@@ -34,6 +35,7 @@ from yolokd.engine.balance import Balance
 from yolokd.losses import LOSSES, LossParams
 
 YOLOKD_KEYS = ("teacher", "distill", "schedule", "balance")
+SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent / "cfg"  # package data: travels with every install
 CLOSE_MOSAIC = "close_mosaic"
 ULTRALYTICS_DISTILL_KEYS = ("distill_model", "dis")
 
@@ -117,10 +119,41 @@ def load_experiment(
     if isinstance(source, Mapping):
         config = copy.deepcopy(dict(source))
     else:
-        source_path = str(source)
-        config = _read_yaml(Path(source))
+        path = resolve_config(source)
+        source_path = str(path)
+        config = _read_yaml(path)
     override_map = dict(overrides) if isinstance(overrides, Mapping) else parse_overrides(overrides)
     return _build_experiment(apply_overrides(config, override_map), source_path)
+
+
+def shipped_configs() -> list[str]:
+    """File names of the experiment configs shipped with yolokd (``yolokd/cfg/*.yaml``), sorted."""
+    return sorted(path.name for path in SHIPPED_CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(source: str | Path) -> Path:
+    """The experiment YAML that `source` names, as Ultralytics resolves ``yolov8n.yaml``.
+
+    A file that exists at `source` (relative to the working folder, or absolute) is used as it is, so a local or
+    edited copy wins. Otherwise a bare name (``bckd_yolov8n.yaml``) or a name under ``cfg/`` (``cfg/bckd_yolov8n.yaml``,
+    the README's form) is looked up among the shipped configs, from any folder and after any install.
+
+    Raises:
+        FileNotFoundError: naming `source`, with a suggestion and the shipped names when it looked like one.
+    """
+    path = Path(source)
+    if path.is_file():
+        return path
+    if path.parent in (Path("."), Path("cfg")):
+        shipped = SHIPPED_CONFIG_DIR / path.name
+        if shipped.is_file():
+            return shipped
+        names = shipped_configs()
+        raise FileNotFoundError(
+            f"experiment config not found: {path}{_did_you_mean(path.name, names)}. "
+            f"Shipped configs (usable by name from any folder): {', '.join(names)}"
+        )
+    raise FileNotFoundError(f"experiment config not found: {path}")
 
 
 def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
@@ -176,8 +209,6 @@ def _set_path(root: dict, segments: list[str], value: Any) -> None:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
-    if not path.is_file():
-        raise FileNotFoundError(f"experiment config not found: {path}")
     try:
         config = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
@@ -382,4 +413,6 @@ __all__ = [
     "apply_overrides",
     "load_experiment",
     "parse_overrides",
+    "resolve_config",
+    "shipped_configs",
 ]
