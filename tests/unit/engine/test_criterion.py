@@ -1,0 +1,163 @@
+"""DistillationCriterion: its GT part is the student's own Ultralytics loss; KD terms are added as documented."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ultralytics.cfg import get_cfg
+from ultralytics.nn.tasks import DetectionModel
+from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
+
+from yolokd.engine.criterion import DistillationCriterion, detection_loss_and_targets
+
+STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss)]
+
+
+class StubDistiller:
+    """Fixed KD terms (one per branch) and a record of whether the teacher would have run."""
+
+    device = torch.device("cpu")
+    branches = ("one2many",)
+
+    def __init__(self, terms: dict[str, float]) -> None:
+        self.terms = terms
+        self.term_names = tuple(terms)
+        self.calls = 0
+
+    def term_branches(self) -> dict[str, str]:
+        return dict.fromkeys(self.term_names, "one2many")
+
+    def student_recorder(self, adapter):
+        return None
+
+    def __call__(self, student_views, images, targets):
+        self.calls += 1
+        return {name: torch.tensor(value) for name, value in self.terms.items()}
+
+
+def make_student(model_yaml: str) -> DetectionModel:
+    torch.manual_seed(0)
+    model = DetectionModel(model_yaml, nc=3, verbose=False).train()
+    model.args = get_cfg(overrides={"epochs": 10})  # loss gains and the E2E decay horizon Ultralytics reads
+    return model
+
+
+def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
+    """Three images at 64 px: two GT boxes in the first, one in the second, none in the third (normalised xywh)."""
+    torch.manual_seed(1)
+    return {
+        "img": torch.rand(batch_size, 3, 64, 64),
+        "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
+        "cls": torch.tensor([[1.0], [0.0], [2.0]]),
+        "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.3, 0.3, 0.3, 0.2], [0.3, 0.3, 0.2, 0.2]]),
+    }
+
+
+@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
+def test_gt_part_equals_the_students_own_loss(model_yaml, loss_type):
+    """Loss vector, logged items and gradients equal ``base(preds, batch)``, also after E2ELoss' o2m weight decays."""
+    model, batch = make_student(model_yaml), make_batch()
+    base = model.init_criterion()
+    assert type(base) is loss_type
+    preds = model(batch["img"])
+    criterion = DistillationCriterion(base, model, StubDistiller({}))
+    params = [p for p in model.parameters() if p.requires_grad]
+    for _ in range(2):
+        expected, expected_items = base(preds, batch)
+        raw = criterion.adapter.split_branches(preds)
+        loss, items, _ = detection_loss_and_targets(base, raw, batch)
+        # equal up to float rounding: yolokd multiplies by the batch size after the branch weights, Ultralytics before
+        torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+        assert items.keys() == expected_items.keys()
+        for name, value in items.items():
+            torch.testing.assert_close(value, expected_items[name], rtol=1e-6, atol=0)
+        ours = torch.autograd.grad(loss.sum(), params, retain_graph=True, allow_unused=True)
+        theirs = torch.autograd.grad(expected.sum(), params, retain_graph=True, allow_unused=True)
+        for mine, reference in zip(ours, theirs, strict=True):
+            assert (mine is None) == (reference is None)
+            if mine is not None:
+                torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-7)
+        criterion.update()  # E2ELoss: o2m 0.8 -> 0.72; v8DetectionLoss has nothing to update
+
+
+@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
+def test_criterion_total_is_the_gt_loss_plus_batch_size_times_kd_terms(model_yaml, loss_type):
+    """``criterion(preds, batch)`` = sum of Ultralytics' loss vector + B x (sum of KD terms); items gain the terms."""
+    model, batch = make_student(model_yaml), make_batch()
+    base = model.init_criterion()
+    preds = model(batch["img"])
+    expected, expected_items = base(preds, batch)
+    criterion = DistillationCriterion(base, model, StubDistiller({"kd_a": 0.25, "kd_b": 2.0}))
+    total, items = criterion(preds, batch)
+    torch.testing.assert_close(total, expected.sum() + 3 * 2.25, rtol=1e-6, atol=0)
+    assert list(items) == [*expected_items, "kd_a", "kd_b"]
+    assert float(items["kd_a"]) == 0.25 and not items["kd_a"].requires_grad
+
+
+def test_loss_parts_names_the_gt_components_and_the_kd_terms():
+    """loss_parts (the balance step's input): GT components x B by Ultralytics' names, KD terms by theirs."""
+    model, batch = make_student("yolov8n.yaml"), make_batch()
+    base = model.init_criterion()
+    preds = model(batch["img"])
+    expected, _ = base(preds, batch)
+    gt_parts, terms = DistillationCriterion(base, model, StubDistiller({"kd_a": 0.5})).loss_parts(preds, batch)
+    assert list(gt_parts) == ["box_loss", "cls_loss", "dfl_loss"]
+    torch.testing.assert_close(torch.stack(list(gt_parts.values())), expected, rtol=1e-6, atol=0)
+    assert {name: float(value) for name, value in terms.items()} == {"kd_a": 0.5}
+
+
+def test_kd_factor_zero_gives_zero_terms_without_running_the_teacher():
+    """At KD factor 0 (schedule off) every term is an exact 0, the distiller is not called, and the total is GT."""
+    model, batch = make_student("yolov8n.yaml"), make_batch()
+    base = model.init_criterion()
+    preds = model(batch["img"])
+    distiller = StubDistiller({"kd_a": 5.0})
+    criterion = DistillationCriterion(base, model, distiller)
+    criterion.kd_factor = 0.0
+    total, items = criterion(preds, batch)
+    assert distiller.calls == 0 and float(items["kd_a"]) == 0.0
+    torch.testing.assert_close(total, base(preds, batch)[0].sum(), rtol=1e-6, atol=0)
+
+
+def test_kd_factor_multiplies_every_term():
+    """A schedule factor of 0.5 halves every KD term, exactly."""
+    model, batch = make_student("yolov8n.yaml"), make_batch()
+    criterion = DistillationCriterion(model.init_criterion(), model, StubDistiller({"kd_a": 0.75, "kd_b": 3.0}))
+    criterion.kd_factor = 0.5
+    _, terms = criterion.loss_parts(model(batch["img"]), batch)
+    assert {name: float(value) for name, value in terms.items()} == {"kd_a": 0.375, "kd_b": 1.5}
+
+
+def test_non_finite_terms_are_flagged_and_the_flag_is_sticky():
+    """A NaN term sets its flag (on the device, no sync); later finite steps do not clear it; others stay False."""
+    model, batch = make_student("yolov8n.yaml"), make_batch()
+    distiller = StubDistiller({"kd_a": float("nan"), "kd_b": 1.0})
+    criterion = DistillationCriterion(model.init_criterion(), model, distiller)
+    preds = model(batch["img"])
+    criterion(preds, batch)
+    assert criterion.nonfinite.tolist() == [True, False]
+    distiller.terms = {"kd_a": 1.0, "kd_b": 1.0}
+    criterion(preds, batch)
+    assert criterion.nonfinite.tolist() == [True, False]
+
+
+def test_without_kd_terms_the_total_is_exactly_ultralytics():
+    """No methods (empty distiller): the criterion returns Ultralytics' own loss vector and items unchanged."""
+    model, batch = make_student("yolov8n.yaml"), make_batch()
+    base = model.init_criterion()
+    preds = model(batch["img"])
+    loss, items = DistillationCriterion(base, model, StubDistiller({}))(preds, batch)
+    expected, expected_items = base(preds, batch)
+    assert torch.equal(loss, expected) and items.keys() == expected_items.keys()
+
+
+def test_other_criteria_are_refused():
+    """A criterion that is neither v8DetectionLoss nor E2ELoss (e.g. a subclass for another task) is a TypeError."""
+
+    class OtherLoss(v8DetectionLoss):
+        pass
+
+    model, batch = make_student("yolov8n.yaml"), make_batch()
+    raw = {"one2many": model(batch["img"])}
+    with pytest.raises(TypeError, match="not OtherLoss"):
+        detection_loss_and_targets(OtherLoss(model), raw, batch)
