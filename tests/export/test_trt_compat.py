@@ -139,3 +139,13 @@ def test_engine_device_memory_prefers_v2():
     assert trt_compat.engine_device_memory(SimpleNamespace(device_memory_size_v2=7)) == 7
     assert trt_compat.engine_device_memory(SimpleNamespace(device_memory_size=3)) == 3
     assert trt_compat.engine_device_memory(SimpleNamespace()) == 0
+
+
+def test_ultralytics_engine_export_needs_modelopt_on_tensorrt_11():
+    """format=engine FP16/INT8 on TensorRT 11 without ModelOpt: one line naming the install; fine on 10 or with it."""
+    eleven, ten = trt_compat.capabilities(fake_tensorrt(11)), trt_compat.capabilities(fake_tensorrt(10))
+    problem = trt_compat.ultralytics_engine_problem(eleven, "fp16", modelopt_installed=False)
+    assert "nvidia-modelopt[onnx]" in problem and "TensorRT 10" in problem and "\n" not in problem
+    assert trt_compat.ultralytics_engine_problem(eleven, "int8", modelopt_installed=True) is None
+    assert trt_compat.ultralytics_engine_problem(eleven, "fp32", modelopt_installed=False) is None
+    assert trt_compat.ultralytics_engine_problem(ten, "int8", modelopt_installed=False) is None

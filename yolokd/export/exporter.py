@@ -9,6 +9,7 @@ exported file.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tempfile
 import time
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from yolokd.export import checks, images, plan, runners
+from yolokd.export import checks, images, plan, runners, trt_compat
 from yolokd.export.hardware import package_versions
 from yolokd.export.profiles import ExportOptions, resolve_options
 from yolokd.export.report import write_export_report
@@ -105,9 +106,13 @@ def export_model(model: str | Path, profile: str | Path | None = None, **overrid
     if model.suffix != ".pt" or not model.is_file():
         raise FileNotFoundError(f"model: {model} is not an existing .pt checkpoint")
     if options.format == "engine":
-        plan.import_tensorrt()
+        trt = plan.import_tensorrt()
         if not torch.cuda.is_available():
             raise plan.TensorRTUnavailableError("format=engine builds on a CUDA GPU and torch sees none here")
+        modelopt = importlib.util.find_spec("modelopt") is not None
+        problem = trt_compat.ultralytics_engine_problem(trt_compat.capabilities(trt), options.precision, modelopt)
+        if problem:
+            raise plan.TensorRTUnavailableError(problem)
     student = YOLO(str(model))
     start = time.perf_counter()
     exported = Path(student.export(**ultralytics_args(options)))

@@ -180,6 +180,21 @@ def _strongly_typed_plan(caps: Capabilities, precision: str, graph: GraphPrecisi
     return PrecisionPlan((), False, False, "strong")
 
 
+def ultralytics_engine_problem(caps: Capabilities, precision: str, modelopt_installed: bool) -> str | None:
+    """Why Ultralytics' ``format=engine`` export cannot build ``precision`` here, or None when it can.
+
+    Ultralytics (8.4) builds FP16/INT8 on a strongly typed TensorRT by converting the ONNX with NVIDIA ModelOpt first
+    (AutoCast, Q/DQ); without ModelOpt it would try to pip-install it in the middle of the export.
+    """
+    if caps.strongly_typed_only and precision in {"fp16", "int8"} and not modelopt_installed:
+        return (
+            f"TensorRT {caps.version} has no FP16/INT8 builder flags: Ultralytics builds {precision} engines from an "
+            f"ONNX converted by NVIDIA ModelOpt, which is not installed; pip install 'nvidia-modelopt[onnx]>=0.44' "
+            f"or use TensorRT 10"
+        )
+    return None
+
+
 def set_builder_flags(config: Any, trt: Any, plan: PrecisionPlan) -> None:
     """Set the plan's builder flags on an ``IBuilderConfig``."""
     for name in plan.builder_flags:
