@@ -4,7 +4,8 @@ The teacher is a finished model, as in real use: by default the YOLOv8s shipped 
 24 epochs on the synthetic set's ``distinct`` scenes by ``yolokd study preset=evidence``, the README's benchmark),
 so the demo spends its minutes on the two students, which are that benchmark's seed-0 runs. Every number printed
 is measured by this run: both students are trained with the same data, schedule and seed (they differ only by
-the distillation losses), then all three models are validated on the same split. ``teacher=yolov8s.yaml`` trains a teacher first instead (about 9 minutes).
+the distillation losses), then all three models are validated on the same split. ``teacher=yolov8s.yaml`` trains
+a teacher first instead (about 9 minutes).
 """
 
 from __future__ import annotations
