@@ -24,7 +24,7 @@ from yolokd.config import Experiment, load_experiment
 from yolokd.engine.balance import BalanceReport, measure_balance, preserved_state
 from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
 from yolokd.engine.criterion import DistillationCriterion
-from yolokd.engine.distiller import Distiller, check_teacher_classes, load_teacher
+from yolokd.engine.distiller import Distiller, amp_teacher_dtype, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
 from yolokd.heads.detect import DetectHeadAdapter
 
@@ -145,8 +145,9 @@ class DistillationTrainer(DetectionTrainer):
     def _setup_train(self):
         super()._setup_train()  # resume_training() runs in here: a resumed run has its balance back already
         if self.distiller is not None:
-            if self.amp and self.device.type == "cuda":
-                self.distiller.use_half_teacher()
+            teacher_dtype = amp_teacher_dtype(self.args.amp if self.amp else False, self.device.type)
+            if teacher_dtype is not None:
+                self.distiller.use_half_teacher(teacher_dtype)  # bf16 runs store it in bf16, not rounded via fp16
             self._install_criterion(unwrap_model(self.model))
             if self.balance is None and self.experiment.balance.start_epoch == 0:
                 self.balance = self.measure_balance()
