@@ -50,7 +50,7 @@ from yolokd.config import LossEntry
 from yolokd.engine.criterion import DistillationCriterion
 from yolokd.engine.distiller import Distiller, load_teacher
 from yolokd.engine.trainer import build_kd_optimizer
-from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.heads import adapter_for
 from yolokd.losses import LOSSES
 
 LR, MOMENTUM, DECAY = 0.01, 0.937, 5e-4  # Ultralytics' SGD defaults (lr0, momentum, weight_decay)
@@ -177,7 +177,7 @@ def teacher_row(setup: Setup) -> Step:
     teacher = load_teacher(setup.teacher_path, setup.device)
     if setup.amp:
         teacher.half()
-    adapter = DetectHeadAdapter(teacher)
+    adapter = adapter_for(teacher)
     images = setup.batch["img"] if setup.amp else setup.batch["img"].to(next(teacher.parameters()).dtype)
 
     @torch.no_grad()

@@ -31,10 +31,10 @@ import ultralytics
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.tal import make_anchors
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import DetectHeadAdapter, HeadSpec
+from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.losses.fgd import FGDLoss, FGDParams
 from yolokd.losses.pgd import PGDLoss, PGDParams
+from yolokd.views import HeadSpec, Targets, View
 
 
 def random_gts(batch: int, count: int, imgsz: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,1 +1,1 @@
-"""Training with a teacher: views, targets, the distillation criterion and the trainer."""
+"""Training with a teacher: the distiller (teacher + losses), the distillation criterion, the trainer, KD state."""

@@ -16,8 +16,8 @@ from torch import Tensor
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
 from yolokd.engine.distiller import Distiller
-from yolokd.engine.views import Targets
-from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.heads import adapter_for
+from yolokd.views import Targets
 
 
 def assign_targets(criterion: v8DetectionLoss, raw: dict, batch: dict[str, Any]) -> tuple[Tensor, dict, Targets]:
@@ -77,9 +77,10 @@ class DistillationCriterion:
         self.follow_o2m_decay = follow_o2m_decay and isinstance(base, E2ELoss)
         branches = distiller.term_branches()
         self.one2many_terms = [name for name in distiller.term_names if branches[name] == "one2many"]
-        self.adapter = DetectHeadAdapter(model)
+        self.adapter = adapter_for(model)
         self.distiller = distiller
-        self.recorder = distiller.student_recorder(self.adapter)
+        self.recorder = distiller.recorder_for(self.adapter)
+        self.recorder.start()
         self.kd_factor = 1.0
         self.nonfinite = torch.zeros(len(distiller.term_names), dtype=torch.bool, device=distiller.device)
 
@@ -116,9 +117,7 @@ class DistillationCriterion:
             zero = torch.zeros((), device=images.device)
             return dict.fromkeys(names, zero)
         branches = self.distiller.branches
-        student_views = {
-            b: self.adapter.build_view(raw[b], self.recorder.stages(b) if self.recorder else None) for b in branches
-        }
+        student_views = {b: self.adapter.build_view(raw[b], self.recorder.stages(b)) for b in branches}
         terms = self.distiller(student_views, images, targets)
         factors = dict.fromkeys(names, self.kd_factor)
         o2m_factor = self.o2m_factor
@@ -134,5 +133,4 @@ class DistillationCriterion:
 
     def release(self) -> None:
         """Remove the student hooks this criterion installed."""
-        if self.recorder is not None:
-            self.recorder.detach()
+        self.recorder.stop()

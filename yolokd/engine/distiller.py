@@ -11,9 +11,9 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.downloads import attempt_download_asset
 
 from yolokd.config import LossEntry
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import DetectHeadAdapter, StageRecorder, check_head_pair
+from yolokd.heads import HeadAdapter, StageRecorder, adapter_for, check_head_pair
 from yolokd.losses import LOSSES
+from yolokd.views import Targets, View
 
 
 def load_teacher(path: str | Path, device: torch.device) -> nn.Module:
@@ -92,19 +92,19 @@ class Distiller:
     def __init__(self, teacher: nn.Module, student: nn.Module, entries: list[LossEntry], device: torch.device) -> None:
         self.teacher = teacher
         self.device = device
-        self.teacher_adapter = DetectHeadAdapter(teacher)
-        student_spec = DetectHeadAdapter(student).spec
-        check_head_pair(self.teacher_adapter.spec, student_spec)
+        self.teacher_adapter = adapter_for(teacher)
+        student_adapter = adapter_for(student)
+        check_head_pair(self.teacher_adapter.spec, student_adapter.spec)
         self.losses = nn.ModuleDict()
         for entry in entries:
-            loss = LOSSES[entry.name](entry.params, self.teacher_adapter.spec, student_spec)
+            loss = LOSSES[entry.name].from_heads(entry.params, self.teacher_adapter, student_adapter)
             self.losses["_".join(loss.term_names)] = loss
         self.losses.to(device)
         self.term_names: tuple[str, ...] = tuple(n for loss in self.losses.values() for n in loss.term_names)
         # Frozen per-method scale set by the KD balance step (weight_mode auto); 1.0 until measured.
         self.scales: dict[str, float] = dict.fromkeys(self.losses, 1.0)
         self.branches: tuple[str, ...] = tuple(dict.fromkeys(loss.params.branch for loss in self.losses.values()))
-        self.teacher_recorder = self.student_recorder(self.teacher_adapter)
+        self.teacher_recorder = self.recorder_for(self.teacher_adapter)  # records inside teacher_views() only
 
     def method_terms(self) -> dict[str, tuple[str, ...]]:
         """Term names of each method (loss-module key)."""
@@ -124,14 +124,10 @@ class Distiller:
         branches = tuple(dict.fromkeys(loss.params.branch for loss in self.losses.values() if loss.stage_parts))
         return branches, parts
 
-    def student_recorder(self, adapter: DetectHeadAdapter) -> StageRecorder | None:
-        """Stage hooks for one model, attached; None when no loss reads stage outputs."""
+    def recorder_for(self, adapter: HeadAdapter) -> StageRecorder:
+        """A stage recorder for one model: the branches and parts some loss reads (none: it records nothing)."""
         branches, parts = self.stage_request()
-        if not parts:
-            return None
-        recorder = StageRecorder(adapter, branches, parts)
-        recorder.attach()
-        return recorder
+        return StageRecorder(adapter, branches, parts)
 
     def use_half_teacher(self, dtype: torch.dtype = torch.float16) -> None:
         """Store the teacher in a reduced dtype (CUDA + AMP only): ``amp_teacher_dtype`` of the run, fp16 by default."""
@@ -148,13 +144,11 @@ class Distiller:
         dtype = teacher_dtype_for(stored, torch.get_autocast_dtype(device_type) if autocast else None)
         if dtype != stored:
             self.teacher.to(dtype)
-        with self.teacher_adapter.raw_outputs():
-            preds = self.teacher(images if autocast else images.to(dtype))
-        raw = self.teacher_adapter.split_branches(preds)
         recorder = self.teacher_recorder
-        return {
-            b: self.teacher_adapter.build_view(raw[b], recorder.stages(b) if recorder else None) for b in self.branches
-        }
+        with self.teacher_adapter.raw_outputs(), recorder.recording():
+            preds = self.teacher(images if autocast else images.to(dtype))
+            raw = self.teacher_adapter.split_branches(preds)
+            return {b: self.teacher_adapter.build_view(raw[b], recorder.stages(b)) for b in self.branches}
 
     def __call__(
         self, student_views: dict[str, View], images: Tensor, targets: dict[str, Targets]

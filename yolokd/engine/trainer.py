@@ -26,7 +26,7 @@ from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
 from yolokd.engine.criterion import DistillationCriterion
 from yolokd.engine.distiller import Distiller, amp_teacher_dtype, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
-from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.heads import adapter_for
 
 ADAM_FAMILY = {"Adam", "Adamax", "AdamW", "NAdam", "RAdam"}
 
@@ -129,11 +129,11 @@ class DistillationTrainer(DetectionTrainer):
         before the EMA and the optimiser are built from the student. A resumed run keeps the weights of its
         ``last.pt`` (this is not called).
         """
-        student_spec = DetectHeadAdapter(self.model).spec
+        student = adapter_for(self.model)
         for loss in self.distiller.losses.values():
             init_student = getattr(loss, "init_student", None)
             if init_student is not None:
-                init_student(self.distiller.teacher_adapter.spec, student_spec)
+                init_student(self.distiller.teacher_adapter, student)
 
     def build_optimizer(self, model, name="auto", lr=0.001, momentum=0.9, decay=1e-5, iterations=1e5):
         """The student's optimiser exactly as Ultralytics builds it, plus a separate one for KD parts."""

@@ -1,5 +1,53 @@
-"""Head adapters: the one place that knows a dense head's internals (Ultralytics ``Detect`` family today)."""
+"""Head adapters, one file per family of dense heads; ``ADAPTERS`` is the index, ``adapter_for`` picks one.
 
-from yolokd.heads.detect import DetectHeadAdapter, HeadSpec, check_head_pair
+A model is matched by the exact class of its head, so Ultralytics' task heads that subclass ``Detect``
+(``Segment``, ``Pose``, ``OBB``...) are never read as plain detection heads.
+"""
 
-__all__ = ["DetectHeadAdapter", "HeadSpec", "check_head_pair"]
+from __future__ import annotations
+
+from torch import nn
+
+from yolokd.heads.base import HeadAdapter, check_head_pair, head_of
+from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.heads.recorder import StageRecorder
+
+ADAPTERS: tuple[type[HeadAdapter], ...] = (DetectHeadAdapter,)
+
+# Ultralytics task names as they appear in head class names (Segment26 -> segment), most specific first.
+TASK_NAMES = ("semantic", "segment", "pose", "obb", "classify", "depth")
+PLANNED_TASKS = ("segment", "pose", "obb")
+
+
+class UnsupportedHeadError(ValueError):
+    """The model's head is of a family or task yolokd cannot distil (yet)."""
+
+
+def adapter_for(model: nn.Module) -> HeadAdapter:
+    """The head adapter of ``model``, chosen by the exact class of its head.
+
+    Raises:
+        UnsupportedHeadError: one line naming the head, its task and what is supported.
+    """
+    head = head_of(model)
+    for adapter in ADAPTERS:
+        if adapter.handles(head):
+            return adapter(model)
+    name = type(head).__name__ if head is not None else f"no head ({type(model).__name__})"
+    task = next((task for task in TASK_NAMES if task in name.lower()), None)
+    what = f"{task} models are not supported{' yet' if task in PLANNED_TASKS else ''}" if task else "not supported"
+    supported = "; ".join(
+        f"{a.task} models with a {' or '.join(t.__name__ for t in a.head_types)} head ({a.models})" for a in ADAPTERS
+    )
+    raise UnsupportedHeadError(f"this model's head is {name}: {what}. yolokd distils {supported}")
+
+
+__all__ = [
+    "ADAPTERS",
+    "DetectHeadAdapter",
+    "HeadAdapter",
+    "StageRecorder",
+    "UnsupportedHeadError",
+    "adapter_for",
+    "check_head_pair",
+]

@@ -3,67 +3,28 @@ YOLOv10 and YOLO26 (one2many + one2one branches; YOLO26 regresses ltrb directly,
 
 It translates Ultralytics internals (``cv2``/``cv3``, ``one2one_*``, ``nl``, ``reg_max``, the raw prediction
 dicts) into yolokd's vocabulary once: branches (``one2many``/``one2one``), parts (``box``/``cls``), stages, and
-:class:`~yolokd.engine.views.View`. Nothing else in yolokd touches those names.
+:class:`~yolokd.views.View`. Nothing else in yolokd touches those names.
+
+Only the exact classes ``Detect`` and ``v10Detect``: Ultralytics' task heads (``Segment``, ``Pose``, ``OBB`` and
+their ``*26`` versions) subclass ``Detect`` but add task outputs, losses and, for OBB, rotated boxes; each gets its
+own adapter.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 from ultralytics.nn.modules.conv import Conv
-from ultralytics.nn.modules.head import Detect
+from ultralytics.nn.modules.head import Detect, v10Detect
 from ultralytics.utils.tal import dist2bbox, make_anchors
 
-from yolokd.engine.views import View
+from yolokd.heads.base import HeadAdapter, RawOutputs
+from yolokd.views import PREACTIVATION, HeadSpec, View
 
 NUM_HEAD_STAGES = 2  # Conv stages before the 1x1 predictor in every branch of the Detect family
-PREACTIVATION = "_preact"  # part-name suffix (``box_preact``): record a stage's BN output, before its activation
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """What a distillation method may need to know about a head, read once when the run is built.
-
-    Attributes:
-        family: human-readable head family, e.g. ``"YOLOv8 (legacy head)"``.
-        num_classes: C.
-        strides: pixels per grid unit of each level, P3 first.
-        reg_max: R (16 = DFL, 1 = direct ltrb).
-        branches: ``("one2many",)`` or ``("one2many", "one2one")``.
-        feat_channels: D of each level's neck feature (Detect input).
-        stage_channels: per part (``box``, ``cls``) the output width of its stages (same at every level).
-        adapter: the adapter that read this spec (None for specs written by hand). Methods that run the model's own
-            head layers (CrossKD runs the teacher's tail) reach them through it, never through Ultralytics names.
-    """
-
-    family: str
-    num_classes: int
-    strides: tuple[float, ...]
-    reg_max: int
-    branches: tuple[str, ...]
-    feat_channels: tuple[int, ...]
-    stage_channels: dict[str, int]
-    adapter: DetectHeadAdapter | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def num_levels(self) -> int:
-        """L."""
-        return len(self.strides)
-
-
-def find_detect_head(model: nn.Module) -> Detect:
-    """Return the model's ``Detect`` head, or raise naming what was found instead."""
-    head = model.model[-1] if hasattr(model, "model") else None
-    if not isinstance(head, Detect):
-        raise TypeError(
-            f"yolokd distils Ultralytics detection models (a Detect head); this model ends in "
-            f"{type(head).__name__}. Segment/pose/OBB heads are not supported yet."
-        )
-    return head
 
 
 def _family(head: Detect) -> str:
@@ -80,13 +41,21 @@ def _out_channels(module: nn.Module) -> int:
     return convs[-1].out_channels
 
 
-class DetectHeadAdapter:
+class DetectHeadAdapter(HeadAdapter):
     """Reads views out of one model's Detect head; one adapter per model instance (teacher, student, EMA)."""
 
+    head_types = (Detect, v10Detect)
+    task = "detect"
+    models = "YOLOv8, YOLO11, YOLOv10, YOLO26"
+
     def __init__(self, model: nn.Module) -> None:
-        self.head = find_detect_head(model)
+        super().__init__(model)
+        self._proj = torch.arange(self.head.reg_max, dtype=torch.float32)
+
+    def read_spec(self) -> HeadSpec:
+        """Family, classes, strides, reg_max, branches and widths of this Detect head."""
         head = self.head
-        self.spec = HeadSpec(
+        return HeadSpec(
             family=_family(head),
             num_classes=int(head.nc),
             strides=tuple(float(s) for s in head.stride),
@@ -94,10 +63,8 @@ class DetectHeadAdapter:
             branches=("one2many", "one2one") if getattr(head, "one2one_cv2", None) is not None else ("one2many",),
             feat_channels=tuple(_in_channels(seq) for seq in head.cv2),
             stage_channels={"box": _out_channels(head.cv2[0][0]), "cls": _out_channels(head.cv3[0][0])},
-            adapter=self,
+            num_stages=NUM_HEAD_STAGES,
         )
-        self._proj = torch.arange(head.reg_max, dtype=torch.float32)
-        self.running_tail = False  # True while run_tail() runs: StageRecorder hooks ignore that pass
 
     def branch_modules(self, branch: str, part: str) -> nn.ModuleList:
         """The per-level ``nn.Sequential`` towers of one branch part (``box`` or ``cls``)."""
@@ -115,6 +82,10 @@ class DetectHeadAdapter:
         tower = self.branch_modules(branch, base_part)[level]
         return _ending_conv(tower[stage]).bn if part.endswith(PREACTIVATION) else tower[stage]
 
+    def stage_modules(self, branch: str, part: str, stage: int) -> list[nn.Module]:
+        """One stage's recorded module at every level (a Detect head has a tower per level)."""
+        return [self.stage_module(branch, part, level, stage) for level in range(self.spec.num_levels)]
+
     def run_tail(
         self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
     ) -> Tensor:
@@ -124,7 +95,8 @@ class DetectHeadAdapter:
         result is differentiable with respect to ``x``; this model's parameters are used as they are (frozen for a
         teacher, so they never receive ``.grad``). Never call it under ``no_grad`` if ``x`` needs a gradient.
         The pass runs in this model's parameter dtype (fp16 for a half-precision teacher on CUDA + AMP, whatever
-        autocast says) and returns in ``x``'s dtype. Stage hooks of a StageRecorder on this model ignore it.
+        autocast says) and returns in ``x``'s dtype. Run it outside a recording of this model (the teacher's recording
+        ends with its forward), or the tail's stages are recorded as well.
 
         Args:
             branch: ``one2many`` or ``one2one``.
@@ -145,23 +117,19 @@ class DetectHeadAdapter:
             raise ValueError("preactivation=True needs stage >= 1 (it is the BN output of stage - 1)")
         tower = self.branch_modules(branch, part.removesuffix(PREACTIVATION))[level]
         out = x.to(next(tower.parameters()).dtype)
-        self.running_tail = True
-        try:
-            with torch.autocast(x.device.type, enabled=False):
-                if preactivation:
-                    out = _ending_conv(tower[stage - 1]).act(out)
-                for module in tower[stage:]:
-                    out = module(out)
-        finally:
-            self.running_tail = False
+        with torch.autocast(x.device.type, enabled=False):
+            if preactivation:
+                out = _ending_conv(tower[stage - 1]).act(out)
+            for module in tower[stage:]:
+                out = module(out)
         return out.to(x.dtype)
 
-    def split_branches(self, preds: dict | tuple) -> dict[str, dict[str, Tensor | list[Tensor]]]:
+    def split_branches(self, preds: dict | tuple) -> dict[str, RawOutputs]:
         """Raw head outputs per branch, from a training-mode dict or an eval-mode ``(decoded, raw)`` tuple."""
         raw = preds[1] if isinstance(preds, tuple) else preds
         return {"one2many": raw["one2many"], "one2one": raw["one2one"]} if "one2one" in raw else {"one2many": raw}
 
-    def build_view(self, raw: dict[str, Tensor | list[Tensor]], stages: dict[str, list[list[Tensor]]] | None = None):
+    def build_view(self, raw: RawOutputs, stages: dict[str, list[list[Tensor]]] | None = None) -> View:
         """Turn one branch's raw outputs (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``) into a View."""
         feats = raw["feats"]
         anchors, strides = make_anchors(feats, self.head.stride, 0.5)  # (A, 2) grid units, (A, 1)
@@ -219,76 +187,3 @@ def _ending_conv(stage: nn.Module) -> Conv:
 def _in_channels(tower: nn.Sequential) -> int:
     first_conv = next(m for m in tower.modules() if isinstance(m, nn.Conv2d))
     return first_conv.in_channels
-
-
-class StageRecorder:
-    """Forward hooks on the stage modules of one model's head branches; records their outputs each forward.
-
-    Parts are ``box``/``cls`` (stage outputs, post-activation) and ``box_preact``/``cls_preact`` (each stage's
-    pre-activation: the BN output of the Conv that ends it; see ``DetectHeadAdapter.stage_module``). Hooks live
-    on the real modules (no second forward) and skip the cross-head passes of ``DetectHeadAdapter.run_tail``.
-    ``detach()`` removes every handle: the trainer detaches before anything copies or pickles the model, so no
-    hook ever reaches a checkpoint or the EMA.
-    """
-
-    def __init__(self, adapter: DetectHeadAdapter, branches: tuple[str, ...], parts: tuple[str, ...]) -> None:
-        self.adapter = adapter
-        self.branches = branches
-        self.parts = parts
-        self.handles: list[torch.utils.hooks.RemovableHandle] = []
-        self.outputs: dict[tuple[str, str, int, int], Tensor] = {}
-
-    def attach(self) -> None:
-        """Register the hooks (idempotent)."""
-        if self.handles:
-            return
-        for branch in self.branches:
-            for part in self.parts:
-                for level in range(self.adapter.spec.num_levels):
-                    for stage in range(NUM_HEAD_STAGES):
-                        key = (branch, part, stage, level)
-                        module = self.adapter.stage_module(branch, part, level, stage)
-                        self.handles.append(module.register_forward_hook(self._recorder(key)))
-
-    def _recorder(self, key: tuple[str, str, int, int]):
-        def hook(_module: nn.Module, _inputs: tuple, output: Tensor) -> None:
-            if not self.adapter.running_tail:
-                self.outputs[key] = output
-
-        return hook
-
-    def detach(self) -> None:
-        """Remove every hook and drop recorded tensors."""
-        for handle in self.handles:
-            handle.remove()
-        self.handles.clear()
-        self.outputs.clear()
-
-    def stages(self, branch: str) -> dict[str, list[list[Tensor]]]:
-        """Recorded outputs of one branch: ``{part: [stage][level] -> (B, D, H_l, W_l)}``.
-
-        Empty for a branch this recorder has no hooks on: a run may mix a stage-reading loss on one branch with a
-        loss that reads no stages on the other (e.g. CrossKD on one2many + BCKD on one2one).
-        """
-        if branch not in self.branches:
-            return {}
-        levels = self.adapter.spec.num_levels
-        return {
-            part: [[self.outputs[(branch, part, s, lv)] for lv in range(levels)] for s in range(NUM_HEAD_STAGES)]
-            for part in self.parts
-        }
-
-
-def check_head_pair(teacher: HeadSpec, student: HeadSpec) -> None:
-    """Raise a ValueError naming the mismatch when a teacher's head cannot supervise the student's."""
-    if teacher.num_classes != student.num_classes:
-        raise ValueError(
-            f"teacher predicts {teacher.num_classes} classes but the student predicts {student.num_classes}: "
-            "distil from a teacher trained on the same dataset (same class list)"
-        )
-    if teacher.strides != student.strides:
-        raise ValueError(
-            f"teacher pyramid levels (strides {list(teacher.strides)}) differ from the student's "
-            f"({list(student.strides)}): per-anchor distillation needs the same levels; pick a teacher of the "
-            "same pyramid layout (e.g. P3-P5 for both)"
-        )

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
+from yolokd.views import HeadSpec, Targets, View
+
+if TYPE_CHECKING:  # annotations only: losses read views and specs; adapters reach them through from_heads
+    from yolokd.heads.base import HeadAdapter
 
 BRANCHES = ("one2many", "one2one")
 
@@ -77,6 +79,15 @@ class DistillLoss(nn.Module):
         super().__init__()
         self.params = params
         self.check_pair(teacher_head, student_head)
+
+    @classmethod
+    def from_heads(cls, params: LossParams, teacher: HeadAdapter, student: HeadAdapter) -> DistillLoss:
+        """Build the method for a teacher/student pair (what the Distiller calls).
+
+        Methods read the two heads' specs; one that runs a model's own head layers (CrossKD runs the teacher's tail)
+        overrides this to also keep that model's adapter.
+        """
+        return cls(params, teacher.spec, student.spec)
 
     def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         """Raise a ValueError naming the fix when this method cannot run on this teacher/student pair."""

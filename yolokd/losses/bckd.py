@@ -23,8 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
 
-from yolokd.engine.views import Targets, View
 from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.views import Targets, View
 
 
 def bckd_cls_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:

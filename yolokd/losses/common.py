@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from yolokd.heads.detect import HeadSpec
+from yolokd.views import HeadSpec
 
 
 class ChannelAligner(nn.Module):

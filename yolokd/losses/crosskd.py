@@ -28,26 +28,29 @@ YOLO adaptation:
   gradient stops inside the student's one2one head (and ``stage = 0`` would train the aligner only: refused),
   while on one2many it reaches the head stages before the cut, the neck and the backbone.
 - Precision. Under CUDA AMP the teacher is stored in fp16: the cross pass runs in the teacher's dtype with
-  autocast off and returns fp32 (``DetectHeadAdapter.run_tail``); the KD maths stays fp32.
+  autocast off and returns fp32 (the teacher adapter's ``run_tail``); the KD maths stays fp32.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import NUM_HEAD_STAGES, PREACTIVATION, HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
 from yolokd.losses.common import ChannelAligner, stage_aligners
 from yolokd.losses.ld import dfl_kl
+from yolokd.views import PREACTIVATION, HeadSpec, Targets, View
+
+if TYPE_CHECKING:
+    from yolokd.heads.base import HeadAdapter
 
 PARTS = ("box", "cls")
-VALID_STAGES = tuple(range(NUM_HEAD_STAGES + 1))
+VALID_STAGES = (0, 1, 2)  # Detect-family towers: Conv -> Conv -> predictor (check_pair checks the actual heads)
 
 
 def _centred_moments(feat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -121,9 +124,11 @@ class CrossKDLoss(DistillLoss):
     Params = CrossKDParams
     term_suffixes = ("cls", "loc")
 
-    def __init__(self, params: CrossKDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
+    def __init__(
+        self, params: CrossKDParams, teacher_head: HeadSpec, student_head: HeadSpec, teacher_adapter: HeadAdapter
+    ) -> None:
         super().__init__(params, teacher_head, student_head)
-        self.teacher_adapter = teacher_head.adapter  # a plain object: the teacher never joins this module's params
+        self.teacher_adapter = teacher_adapter  # a plain object: the teacher never joins this module's params
         stage = params.stage
         self.stage_parts = {0: (), 1: tuple(p + PREACTIVATION for p in PARTS), 2: PARTS}[stage]
         if stage == 0:
@@ -133,14 +138,20 @@ class CrossKDLoss(DistillLoss):
         else:
             self.aligners = stage_aligners(student_head, teacher_head, PARTS)
 
+    @classmethod
+    def from_heads(cls, params: CrossKDParams, teacher: HeadAdapter, student: HeadAdapter) -> CrossKDLoss:
+        """CrossKD keeps the teacher's adapter: the cross-head pass runs the teacher's head layers through it."""
+        return cls(params, teacher.spec, student.spec, teacher)
+
     def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
-        """The teacher's head layers must be reachable (a spec read by DetectHeadAdapter); any Detect pair works."""
+        """Both towers must have the stage the cut needs (the student records it, the teacher runs from it)."""
         super().check_pair(teacher_head, student_head)
-        if teacher_head.adapter is None:
-            raise ValueError(
-                "loss 'crosskd' runs the teacher's head layers, but the teacher spec has no adapter: build it with "
-                "DetectHeadAdapter(teacher).spec"
-            )
+        for role, head in (("teacher", teacher_head), ("student", student_head)):
+            if self.params.stage > head.num_stages:
+                raise ValueError(
+                    f"crosskd stage={self.params.stage} needs {self.params.stage} head stages before the predictor, "
+                    f"but the {role} ({head.family}) has {head.num_stages}"
+                )
 
     def _cut_inputs(self, view: View, part: str) -> list[Tensor]:
         """L tensors (B, D, H_l, W_l) where the towers are cut: neck features, stage-0 pre-activations or stage 1."""

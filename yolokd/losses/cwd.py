@@ -19,10 +19,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
+from yolokd.views import HeadSpec, Targets, View
 
 
 def cwd_loss(student_feat: Tensor, teacher_feat: Tensor, tau: float) -> Tensor:

@@ -38,10 +38,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner, spatial_attention
+from yolokd.views import HeadSpec, Targets, View
 
 
 def disparity_map(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:

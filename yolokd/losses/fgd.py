@@ -38,11 +38,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner, pooled_channel_attention, spatial_attention
 from yolokd.losses.masks import box_scale_mask, normalize_per_image
+from yolokd.views import HeadSpec, Targets, View
 
 
 def fgd_focal_loss(

@@ -59,17 +59,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from ultralytics.utils import LOGGER, colorstr
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import NUM_HEAD_STAGES, HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
 from yolokd.losses.gdetkd_rois import RepresentationQueue, RoiBatch, ckd_negative_mask, pool_rois, sample_rois
+from yolokd.views import HeadSpec, Targets, View
+
+if TYPE_CHECKING:
+    from yolokd.heads.base import HeadAdapter
 
 CKD_POINTS = 4  # RoIAlign points per side averaged into one CKD representation
 
@@ -136,11 +139,15 @@ class HeadTransfer:
 
 
 @torch.no_grad()
-def transfer_head(teacher_head: nn.Module, student_head: nn.Module) -> HeadTransfer:
-    """Copy, in place, every teacher tensor (parameters and buffers) whose name and shape match the student's."""
-    teacher_state = teacher_head.state_dict()
+def transfer_head(teacher_state: dict[str, Tensor], student_state: dict[str, Tensor]) -> HeadTransfer:
+    """Copy, in place, every teacher tensor whose name and shape match the student's.
+
+    Args:
+        teacher_state: the teacher head's parameters and buffers by name (``HeadAdapter.head_state()``).
+        student_state: the student head's, sharing storage with the student (the copies land in the model).
+    """
     copied, skipped = [], []
-    for name, tensor in student_head.state_dict().items():
+    for name, tensor in student_state.items():
         source = teacher_state.get(name)
         if source is None:
             skipped.append(f"{name} (not in the teacher)")
@@ -259,17 +266,17 @@ class GDetKDLoss(DistillLoss):
         """SGFI's τ (0-d, > 0, trained)."""
         return self.log_temperature.exp()
 
-    def init_student(self, teacher_head: HeadSpec, student_head: HeadSpec) -> HeadTransfer | None:
+    def init_student(self, teacher: HeadAdapter, student: HeadAdapter) -> HeadTransfer | None:
         """Head transfer, when ``init_head_from_teacher``: called once by the trainer on fresh runs, logged."""
         if not self.params.init_head_from_teacher:
             return None
-        if teacher_head.family != student_head.family:
+        if teacher.spec.family != student.spec.family:
             LOGGER.warning(
-                f"gdetkd head transfer between different head families ({teacher_head.family} -> "
-                f"{student_head.family}): tensors are matched by name and shape only, which here need not mean the "
+                f"gdetkd head transfer between different head families ({teacher.spec.family} -> "
+                f"{student.spec.family}): tensors are matched by name and shape only, which here need not mean the "
                 "same role; the paper transfers heads between homogeneous pairs"
             )
-        transfer = transfer_head(teacher_head.adapter.head, student_head.adapter.head)
+        transfer = transfer_head(teacher.head_state(), student.head_state())
         LOGGER.info(
             f"{colorstr('yolokd:')} gdetkd head transfer copied {len(transfer.copied)} teacher head tensors: "
             f"{', '.join(transfer.copied) or 'none'}; kept {len(transfer.skipped)} student tensors: "
@@ -331,13 +338,12 @@ class GDetKDLoss(DistillLoss):
 
     def ckd_sum(self, student: View, teacher: View, rois: RoiBatch) -> Tensor:
         """Σ over valid RoIs of the CKD InfoNCE loss; enqueues the teacher representations when training."""
-        stage = NUM_HEAD_STAGES - 1  # the cls tower's last stage: the predictor's input
         student_reps, teacher_reps = [], []
         for level, rows in enumerate(rois.level_slices()):
             if rows.start == rows.stop:
                 continue
             for reps, view in ((student_reps, student), (teacher_reps, teacher)):
-                feat = view.stages["cls"][stage][level].float()
+                feat = view.stages["cls"][-1][level].float()  # the cls tower's last stage: the predictor's input
                 reps.append(pool_rois(feat, rois.rois[rows], self.strides[level], 1, CKD_POINTS).flatten(1))
         teacher_rep = torch.cat(teacher_reps).detach()
         student_embed = self.projection(self.ckd_aligner(torch.cat(student_reps)))

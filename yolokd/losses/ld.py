@@ -35,9 +35,8 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.views import HeadSpec, Targets, View
 
 # Ultralytics' DFL gain (default hyp ``dfl``): the DFL term LD is sized against.
 ULTRALYTICS_DFL_GAIN = 1.5

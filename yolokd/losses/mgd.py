@@ -26,10 +26,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
+from yolokd.views import HeadSpec, Targets, View
 
 
 def random_spatial_mask(feat: Tensor, mask_ratio: float) -> Tensor:

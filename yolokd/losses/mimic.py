@@ -16,10 +16,9 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
+from yolokd.views import HeadSpec, Targets, View
 
 
 def mimic_loss(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:

@@ -45,11 +45,10 @@ import torch
 from torch import Tensor
 from ultralytics.utils.metrics import bbox_iou
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import channel_attention, spatial_attention, stage_aligners
 from yolokd.losses.masks import gaussian_fit_weights, normalize_per_image, points_in_boxes
+from yolokd.views import HeadSpec, Targets, View
 
 PARTS = ("box", "cls")
 

@@ -9,6 +9,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
 from yolokd.engine.criterion import DistillationCriterion, detection_loss_and_targets
+from yolokd.heads import StageRecorder
 
 STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss)]
 
@@ -27,8 +28,8 @@ class StubDistiller:
     def term_branches(self) -> dict[str, str]:
         return dict.fromkeys(self.term_names, "one2many")
 
-    def student_recorder(self, adapter):
-        return None
+    def recorder_for(self, adapter):
+        return StageRecorder(adapter, (), ())
 
     def __call__(self, student_views, images, targets):
         self.calls += 1

@@ -80,14 +80,25 @@ def test_losses_terms_and_branches_in_config_order():
 
 
 def test_stage_hooks_only_for_the_branches_and_parts_losses_read():
-    """CrossKD (stage 1) on one2many + BCKD on one2one: hooks on one2many's pre-activations only; no stage-reading
-    loss at all: no recorder."""
+    """CrossKD (stage 1) on one2many + BCKD on one2one: one2many's pre-activations are recorded, one2one's stages
+    not; with no stage-reading loss at all nothing is recorded."""
     entries = [LossEntry("crosskd", CrossKDParams()), LossEntry("bckd", BCKDParams(branch="one2one"))]
     distiller = Distiller(frozen("yolo26s.yaml"), model("yolo26n.yaml"), entries, CPU)
     assert distiller.stage_request() == (("one2many",), ("box_preact", "cls_preact"))
-    distiller.teacher_recorder.detach()
+    views = distiller.teacher_views(torch.rand(1, 3, 64, 64))
+    assert list(views["one2many"].stages) == ["box_preact", "cls_preact"] and views["one2one"].stages == {}
     plain = Distiller(frozen("yolov8s.yaml"), model("yolov8n.yaml"), [LossEntry("bckd", BCKDParams())], CPU)
-    assert plain.stage_request() == ((), ()) and plain.teacher_recorder is None
+    assert plain.stage_request() == ((), ()) and plain.teacher_views(torch.rand(1, 3, 64, 64))["one2many"].stages == {}
+
+
+def test_the_teacher_records_inside_its_forward_only():
+    """After teacher_views the teacher carries no hook (its recording ended with its forward) and holds no tensor."""
+    teacher = frozen("yolov8s.yaml")
+    distiller = Distiller(teacher, model("yolov8n.yaml"), [LossEntry("crosskd", CrossKDParams())], CPU)
+    views = distiller.teacher_views(torch.rand(1, 3, 64, 64))
+    assert [len(levels) for levels in views["one2many"].stages["box_preact"]] == [3, 3]
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in teacher.modules())
+    assert not distiller.teacher_recorder.store
 
 
 def test_mismatched_pair_is_refused_when_built():

@@ -12,6 +12,7 @@ from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 from yolokd.config import LossEntry
 from yolokd.engine.criterion import DistillationCriterion, detection_loss_and_targets
 from yolokd.engine.distiller import Distiller
+from yolokd.heads import StageRecorder
 from yolokd.losses.bckd import BCKDParams
 from yolokd.losses.mimic import MimicParams
 
@@ -26,8 +27,8 @@ class StubDistiller:
     def term_branches(self):
         return {"bckd_cls": "one2many", "bckd_cls_o2o": "one2one"}
 
-    def student_recorder(self, adapter):
-        return None
+    def recorder_for(self, adapter):
+        return StageRecorder(adapter, (), ())
 
     def __call__(self, student_views, images, targets):
         return dict.fromkeys(self.term_names, torch.tensor(1.0))

@@ -1,7 +1,4 @@
-"""The Detect-family head adapter: specs, views, decoding, stage hooks and pair checks."""
-
-import copy
-import pickle
+"""The Detect-family head adapter: specs, views, decoding, stage modules and pair checks."""
 
 import pytest
 import torch
@@ -9,7 +6,7 @@ from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.tal import make_anchors
 
-from yolokd.heads.detect import DetectHeadAdapter, StageRecorder, check_head_pair
+from yolokd.heads import DetectHeadAdapter, StageRecorder, check_head_pair
 
 
 def _model(name: str, nc: int = 3) -> DetectionModel:
@@ -65,30 +62,36 @@ def test_raw_outputs_in_eval_mode():
     assert not adapter.head.training and not adapter.head.cv2[0][0].bn.training
 
 
-def test_stage_recorder_records_and_detaches_cleanly():
-    """Hooks record every stage of every level; after detach the model deep-copies and pickles with no hooks."""
+def test_stage_recorder_records_every_stage_of_every_level():
+    """Inside a recording every stage of every level is recorded; leaving it removes every hook."""
     model = _model("yolo11n.yaml").train()
     adapter = DetectHeadAdapter(model)
     recorder = StageRecorder(adapter, ("one2many",), ("box", "cls"))
-    recorder.attach()
-    model(torch.rand(1, 3, 64, 64))
-    stages = recorder.stages("one2many")
+    with recorder.recording():
+        model(torch.rand(1, 3, 64, 64))
+        stages = recorder.stages("one2many")
     assert [t.shape[1] for t in stages["cls"][0]] == [adapter.spec.stage_channels["cls"]] * 3
     assert [t.shape[-1] for t in stages["box"][1]] == [8, 4, 2]
-    recorder.detach()
-    assert not any(m._forward_hooks for m in model.modules())
-    pickle.dumps(copy.deepcopy(model))
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
+
+
+def test_stage_modules_are_the_towers_stages_and_their_batchnorms():
+    """One module per level: the stage itself, or for a pre-activation the BatchNorm of the Conv ending the stage."""
+    adapter = DetectHeadAdapter(_model("yolo11n.yaml"))
+    head = adapter.head
+    assert adapter.stage_modules("one2many", "box", 1) == [head.cv2[level][1] for level in range(3)]
+    assert adapter.stage_modules("one2many", "cls_preact", 0) == [head.cv3[level][0][1].bn for level in range(3)]
+    assert adapter.spec.num_stages == 2
 
 
 def test_stage_recorder_gives_no_stages_for_a_branch_it_does_not_hook():
     """Hooks on one2many only: one2one has no stages (a mixed-branch run asks for both), one2many has them all."""
     model = _model("yolo26n.yaml").train()
     recorder = StageRecorder(DetectHeadAdapter(model), ("one2many",), ("box_preact",))
-    recorder.attach()
-    model(torch.rand(1, 3, 64, 64))
-    assert recorder.stages("one2one") == {}
-    assert [len(levels) for levels in recorder.stages("one2many")["box_preact"]] == [3, 3]
-    recorder.detach()
+    with recorder.recording():
+        model(torch.rand(1, 3, 64, 64))
+        assert recorder.stages("one2one") == {}
+        assert [len(levels) for levels in recorder.stages("one2many")["box_preact"]] == [3, 3]
 
 
 def test_pair_check_rejects_other_classes():

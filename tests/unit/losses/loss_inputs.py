@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import torch
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
+from yolokd.views import HeadSpec, Targets, View
 
 
 def feature_spec(*channels: int) -> HeadSpec:
     """A YOLOv8-like head spec with one level per entry of ``channels`` (neck widths D_l)."""
     strides = tuple(8.0 * 2**level for level in range(len(channels)))
-    return HeadSpec("test head", 3, strides, 16, ("one2many",), tuple(channels), {"box": 16, "cls": 16})
+    return HeadSpec("test head", 3, strides, 16, ("one2many",), tuple(channels), {"box": 16, "cls": 16}, 2)
 
 
 def feature_view(*feats: torch.Tensor) -> View:

@@ -6,11 +6,10 @@ import pytest
 import torch
 from loss_inputs import targets_for as _targets
 
-from yolokd.engine.views import View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.bckd import BCKDLoss, BCKDParams, bckd_cls_loss, bckd_loc_loss
+from yolokd.views import HeadSpec, View
 
-SPEC = HeadSpec("test head", 3, (8.0,), 16, ("one2many", "one2one"), (16,), {"box": 16, "cls": 16})
+SPEC = HeadSpec("test head", 3, (8.0,), 16, ("one2many", "one2one"), (16,), {"box": 16, "cls": 16}, 2)
 
 
 def _view(logits: torch.Tensor, boxes: torch.Tensor) -> View:

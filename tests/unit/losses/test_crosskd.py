@@ -8,9 +8,9 @@ from loss_inputs import targets_for
 from ultralytics.nn.tasks import DetectionModel
 
 from yolokd.config import ConfigError, load_experiment
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import DetectHeadAdapter, HeadSpec, StageRecorder
+from yolokd.heads import StageRecorder, adapter_for
 from yolokd.losses.crosskd import CrossKDLoss, CrossKDParams, moment_align
+from yolokd.views import HeadSpec, Targets, View
 
 BRANCH = "one2many"
 
@@ -37,15 +37,11 @@ def _frozen(model: DetectionModel) -> DetectionModel:
 
 def _view(model: DetectionModel, images: torch.Tensor, parts: tuple[str, ...]) -> View:
     """Eval-mode forward under raw_outputs, with the loss's stage points recorded."""
-    adapter = DetectHeadAdapter(model)
+    adapter = adapter_for(model)
     recorder = StageRecorder(adapter, (BRANCH,), parts)
-    recorder.attach()
-    try:
-        with adapter.raw_outputs():
-            raw = adapter.split_branches(model(images))[BRANCH]
-        return adapter.build_view(raw, recorder.stages(BRANCH) if parts else None)
-    finally:
-        recorder.detach()
+    with adapter.raw_outputs(), recorder.recording():
+        raw = adapter.split_branches(model(images))[BRANCH]
+        return adapter.build_view(raw, recorder.stages(BRANCH))
 
 
 def _targets(view: View) -> Targets:
@@ -57,7 +53,7 @@ def _targets(view: View) -> Targets:
 
 def _loss_and_views(teacher, student, stage: int, images=None):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) if images is None else images
-    loss = CrossKDLoss(CrossKDParams(stage=stage), DetectHeadAdapter(teacher).spec, DetectHeadAdapter(student).spec)
+    loss = CrossKDLoss.from_heads(CrossKDParams(stage=stage), adapter_for(teacher), adapter_for(student))
     with torch.no_grad():
         teacher_view = _view(teacher, images, loss.stage_parts)
     return loss, _view(student, images, loss.stage_parts), teacher_view
@@ -133,7 +129,7 @@ def test_student_gets_grad_before_the_cut_only(teacher, stage):
     student = _model("yolov8n.yaml", seed=1)
     loss, student_view, teacher_view = _loss_and_views(teacher, student, stage)
     sum(loss(student_view, teacher_view, _targets(student_view)).values()).backward()
-    adapter = DetectHeadAdapter(student)
+    adapter = adapter_for(student)
     for part in ("box", "cls"):
         for tower in adapter.branch_modules(BRANCH, part):
             for index, module in enumerate(tower):
@@ -182,7 +178,7 @@ def test_run_tail_reproduces_the_heads_own_outputs(stage, preactivation):
     model = _frozen(_model("yolo11n.yaml", seed=0))
     parts = ("box_preact", "cls_preact") if preactivation else ("box", "cls")
     view = _view(model, torch.rand(1, 3, 64, 64), parts)
-    adapter = DetectHeadAdapter(model)
+    adapter = adapter_for(model)
     for part, output in (("box", view.box_output), ("cls", view.cls_logits)):
         inputs = view.feats if stage == 0 else view.stages[part + ("_preact" if preactivation else "")][stage - 1]
         tail = [adapter.run_tail(BRANCH, part, lv, stage, x, preactivation).flatten(2) for lv, x in enumerate(inputs)]
@@ -195,7 +191,7 @@ def test_half_precision_teacher_runs_and_returns_fp32(teacher):
     loss, student_view, teacher_view = _loss_and_views(teacher, student, 1)
     reference = loss(student_view, teacher_view, _targets(student_view))
     half_teacher = copy.deepcopy(teacher).half()
-    half_loss = CrossKDLoss(CrossKDParams(), DetectHeadAdapter(half_teacher).spec, DetectHeadAdapter(student).spec)
+    half_loss = CrossKDLoss.from_heads(CrossKDParams(), adapter_for(half_teacher), adapter_for(student))
     with torch.no_grad():
         half_view = _view(
             half_teacher,
@@ -209,20 +205,16 @@ def test_half_precision_teacher_runs_and_returns_fp32(teacher):
     assert student.model[-1].cv2[0][0].conv.weight.grad.abs().sum() > 0
 
 
-def test_tail_pass_is_not_recorded_by_teacher_hooks(teacher):
-    """The teacher's stage hooks ignore run_tail, so its recorded (detached) tensors are not replaced."""
-    adapter = DetectHeadAdapter(teacher)
+def test_teacher_recording_ends_before_the_tail_pass(teacher):
+    """The teacher's stages are recorded inside its forward only: no hook is left for run_tail to fire."""
+    adapter = adapter_for(teacher)
     recorder = StageRecorder(adapter, (BRANCH,), ("box", "cls", "box_preact", "cls_preact"))
-    recorder.attach()
-    try:
-        with torch.no_grad(), adapter.raw_outputs():
-            teacher(torch.rand(1, 3, 64, 64))
-        before = dict(recorder.outputs)
-        adapter.run_tail(BRANCH, "box", 0, 0, torch.randn(1, 64, 8, 8, requires_grad=True))
-        assert recorder.outputs.keys() == before.keys()
-        assert all(recorder.outputs[key] is value for key, value in before.items())
-    finally:
-        recorder.detach()
+    with torch.no_grad(), adapter.raw_outputs(), recorder.recording():
+        teacher(torch.rand(1, 3, 64, 64))
+        recorded = recorder.stages(BRANCH)
+    assert not any(m._forward_hooks or m._forward_pre_hooks for m in teacher.modules())
+    adapter.run_tail(BRANCH, "box", 0, 0, torch.randn(1, 64, 8, 8, requires_grad=True))
+    assert not recorder.store and not any(t.requires_grad for t in recorded["box"][1])
 
 
 def test_stage_out_of_range_is_a_clear_error():
@@ -245,18 +237,28 @@ def test_stage0_on_one2one_branch_is_refused():
         CrossKDParams(stage=0, branch="one2one")
 
 
-def test_spec_without_adapter_is_refused():
-    """A hand-written teacher spec (no adapter, so no layers to run) is a ValueError naming the fix."""
-    spec = HeadSpec("test head", 3, (8.0,), 16, ("one2many",), (16,), {"box": 16, "cls": 16})
-    with pytest.raises(ValueError, match=r"DetectHeadAdapter\(teacher\)\.spec"):
-        CrossKDLoss(CrossKDParams(), spec, spec)
+def test_from_heads_hands_crosskd_the_teacher_adapter():
+    """The Distiller's entry point gives CrossKD the teacher's adapter (its tail runs through it); specs stay data."""
+    teacher, student = adapter_for(_model("yolov8s.yaml", 0)), adapter_for(_model("yolov8n.yaml", 1))
+    loss = CrossKDLoss.from_heads(CrossKDParams(), teacher, student)
+    assert loss.teacher_adapter is teacher
+    assert not any(isinstance(value, torch.nn.Module) for value in vars(teacher.spec).values())
+
+
+def test_a_head_without_the_cut_stage_is_refused():
+    """stage=2 needs two head stages before the predictor: a head with one is a ValueError naming both counts."""
+    spec = adapter_for(_model("yolov8n.yaml", 0)).spec
+    one_stage = HeadSpec(
+        "one-stage head", 3, spec.strides, 16, ("one2many",), spec.feat_channels, {"box": 64, "cls": 80}, 1
+    )
+    with pytest.raises(ValueError, match=r"stage=2 needs 2 head stages .* the teacher \(one-stage head\) has 1"):
+        CrossKDLoss(CrossKDParams(stage=2), one_stage, spec, teacher_adapter=None)
 
 
 def test_different_widths_get_trainable_aligners():
     """A YOLO11s teacher for a YOLOv8n student: 1x1 aligners map the student's cut widths to the teacher's."""
-    teacher_spec = DetectHeadAdapter(_model("yolo11s.yaml", seed=0)).spec
-    student_spec = DetectHeadAdapter(_model("yolov8n.yaml", seed=1)).spec
-    loss = CrossKDLoss(CrossKDParams(), teacher_spec, student_spec)
+    teacher, student = adapter_for(_model("yolo11s.yaml", seed=0)), adapter_for(_model("yolov8n.yaml", seed=1))
+    loss = CrossKDLoss.from_heads(CrossKDParams(), teacher, student)
     cls_conv = loss.aligners["cls"].convs[0]
     assert (cls_conv.in_channels, cls_conv.out_channels) == (64, 128)
     assert isinstance(loss.aligners["box"].convs[0], torch.nn.Identity)  # 64 -> 64
@@ -264,8 +266,8 @@ def test_different_widths_get_trainable_aligners():
 
 def test_negative_ltrb_of_direct_regression_heads_is_clamped():
     """reg_max=1: a cross-head prediction with negative ltrb (a flipped box) decodes to a point; 1 - GIoU is then 1."""
-    spec = DetectHeadAdapter(DetectionModel("yolo26n.yaml", nc=3, verbose=False)).spec
-    loss = CrossKDLoss(CrossKDParams(), spec, spec)
+    adapter = adapter_for(DetectionModel("yolo26n.yaml", nc=3, verbose=False))
+    loss = CrossKDLoss.from_heads(CrossKDParams(), adapter, adapter)
     anchors = 3
     teacher_view = View(
         feats=[torch.zeros(1, 64, 1, anchors)],

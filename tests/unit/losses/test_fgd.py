@@ -4,17 +4,16 @@ import pytest
 import torch
 from loss_inputs import feature_view
 
-from yolokd.engine.views import Targets
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.common import pooled_channel_attention, spatial_attention
 from yolokd.losses.fgd import FGDLoss, FGDParams, GcBlock, fgd_focal_loss, fgd_global_loss
+from yolokd.views import HeadSpec, Targets
 
 STRIDES = (8.0, 16.0)
 SIZES = (4, 2)  # 32 px images
 
 
 def spec(*channels: int) -> HeadSpec:
-    return HeadSpec("test head", 3, STRIDES, 16, ("one2many",), channels, {"box": 16, "cls": 16})
+    return HeadSpec("test head", 3, STRIDES, 16, ("one2many",), channels, {"box": 16, "cls": 16}, 2)
 
 
 def targets(boxes: list[list[list[float]]]) -> Targets:

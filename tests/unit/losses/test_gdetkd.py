@@ -8,8 +8,7 @@ from ultralytics.nn.tasks import DetectionModel
 
 import yolokd.losses.gdetkd as gdetkd
 from yolokd.config import ConfigError, load_experiment
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import DetectHeadAdapter, HeadSpec
+from yolokd.heads import adapter_for
 from yolokd.losses.gdetkd import (
     GDetKDLoss,
     GDetKDParams,
@@ -19,13 +18,14 @@ from yolokd.losses.gdetkd import (
     transfer_head,
 )
 from yolokd.losses.gdetkd_rois import ckd_negative_mask
+from yolokd.views import HeadSpec, Targets, View
 
 IMAGE = 64  # pixels; levels 8x8, 4x4, 2x2
 
 
 def _spec(feat_channels, cls_channels=8) -> HeadSpec:
     return HeadSpec(
-        "test head", 3, (8.0, 16.0, 32.0), 16, ("one2many",), tuple(feat_channels), {"box": 8, "cls": cls_channels}
+        "test head", 3, (8.0, 16.0, 32.0), 16, ("one2many",), tuple(feat_channels), {"box": 8, "cls": cls_channels}, 2
     )
 
 
@@ -273,21 +273,21 @@ def test_config_entry_validates_against_the_params():
         load_experiment(config)
 
 
-def _head(name: str, seed: int):
+def _adapter(name: str, seed: int = 0):
     torch.manual_seed(seed)
-    return DetectHeadAdapter(DetectionModel(name, nc=3, verbose=False)).head
+    return adapter_for(DetectionModel(name, nc=3, verbose=False))
 
 
 def test_head_transfer_copies_matching_tensors_only():
     """YOLOv8s -> YOLOv8n: tensors of equal name and shape are copied, the others keep the student's values."""
-    teacher, student = _head("yolov8s.yaml", 0), _head("yolov8n.yaml", 1)
-    before = {k: v.clone() for k, v in student.state_dict().items()}
-    transfer = transfer_head(teacher, student)
+    teacher, student = _adapter("yolov8s.yaml", 0), _adapter("yolov8n.yaml", 1)
+    before = {k: v.clone() for k, v in student.head_state().items()}
+    transfer = transfer_head(teacher.head_state(), student.head_state())
     assert transfer.copied and transfer.skipped
     assert "cv2.0.1.conv.weight" in transfer.copied and any(
         s.startswith("cv2.0.0.conv.weight (") for s in transfer.skipped
     )
-    teacher_state, student_state = teacher.state_dict(), student.state_dict()
+    teacher_state, student_state = teacher.head.state_dict(), student.head.state_dict()  # the models' own tensors
     assert all(torch.equal(student_state[k], teacher_state[k]) for k in transfer.copied)
     kept = [s.split(" (")[0] for s in transfer.skipped]
     assert all(torch.equal(student_state[k], before[k]) for k in kept)
@@ -296,21 +296,22 @@ def test_head_transfer_copies_matching_tensors_only():
 
 def test_head_transfer_between_identical_architectures_copies_everything():
     """Same architecture: every head tensor (parameters and BatchNorm buffers) is copied."""
-    teacher, student = _head("yolov8n.yaml", 0), _head("yolov8n.yaml", 1)
-    transfer = transfer_head(teacher, student)
-    assert not transfer.skipped and len(transfer.copied) == len(student.state_dict())
+    teacher, student = _adapter("yolov8n.yaml", 0), _adapter("yolov8n.yaml", 1)
+    transfer = transfer_head(teacher.head_state(), student.head_state())
+    assert not transfer.skipped and len(transfer.copied) == len(student.head_state())
+    teacher_state, student_state = teacher.head_state(), student.head_state()
+    assert all(torch.equal(student_state[name], teacher_state[name]) for name in student_state)
 
 
 def test_init_student_runs_only_when_asked_and_logs(monkeypatch):
     """init_head_from_teacher=false does nothing; true copies and logs the copied and kept tensor names."""
-    teacher_model, student_model = (DetectionModel(n, nc=3, verbose=False) for n in ("yolov8s.yaml", "yolov8n.yaml"))
-    teacher_spec, student_spec = DetectHeadAdapter(teacher_model).spec, DetectHeadAdapter(student_model).spec
+    teacher, student = _adapter("yolov8s.yaml"), _adapter("yolov8n.yaml")
     messages = []
     monkeypatch.setattr(gdetkd.LOGGER, "info", messages.append)
-    assert GDetKDLoss(GDetKDParams(), teacher_spec, student_spec).init_student(teacher_spec, student_spec) is None
+    assert GDetKDLoss.from_heads(GDetKDParams(), teacher, student).init_student(teacher, student) is None
     assert messages == []
-    loss = GDetKDLoss(GDetKDParams(init_head_from_teacher=True), teacher_spec, student_spec)
-    transfer = loss.init_student(teacher_spec, student_spec)
+    loss = GDetKDLoss.from_heads(GDetKDParams(init_head_from_teacher=True), teacher, student)
+    transfer = loss.init_student(teacher, student)
     (message,) = messages
     assert f"copied {len(transfer.copied)} teacher head tensors" in message and "cv2.0.1.conv.weight" in message
     assert f"kept {len(transfer.skipped)} student tensors" in message
@@ -318,14 +319,10 @@ def test_init_student_runs_only_when_asked_and_logs(monkeypatch):
 
 def test_head_transfer_across_families_warns(monkeypatch):
     """YOLO11s -> YOLOv8n head transfer still runs (by name and shape) but warns that the heads differ."""
-    teacher_spec, student_spec = (
-        DetectHeadAdapter(DetectionModel(n, nc=3, verbose=False)).spec for n in ("yolo11s.yaml", "yolov8n.yaml")
-    )
+    teacher, student = _adapter("yolo11s.yaml"), _adapter("yolov8n.yaml")
     warnings = []
     monkeypatch.setattr(gdetkd.LOGGER, "info", lambda message: None)
     monkeypatch.setattr(gdetkd.LOGGER, "warning", warnings.append)
-    GDetKDLoss(GDetKDParams(init_head_from_teacher=True), teacher_spec, student_spec).init_student(
-        teacher_spec, student_spec
-    )
+    GDetKDLoss.from_heads(GDetKDParams(init_head_from_teacher=True), teacher, student).init_student(teacher, student)
     (warning,) = warnings
     assert "different head families" in warning and "YOLO11" in warning

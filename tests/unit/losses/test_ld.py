@@ -7,13 +7,12 @@ import torch
 import torch.nn.functional as F
 from loss_inputs import targets_for as _targets
 
-from yolokd.engine.views import View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.ld import LDLoss, LDParams, dfl_kl
+from yolokd.views import HeadSpec, View
 
 REG_MAX = 4
-SPEC = HeadSpec("DFL test head", 2, (8.0,), REG_MAX, ("one2many",), (8,), {"box": 8, "cls": 8})
-DIRECT_SPEC = HeadSpec("direct test head", 2, (8.0,), 1, ("one2many", "one2one"), (8,), {"box": 8, "cls": 8})
+SPEC = HeadSpec("DFL test head", 2, (8.0,), REG_MAX, ("one2many",), (8,), {"box": 8, "cls": 8}, 2)
+DIRECT_SPEC = HeadSpec("direct test head", 2, (8.0,), 1, ("one2many", "one2one"), (8,), {"box": 8, "cls": 8}, 2)
 
 
 def _view(box_output: torch.Tensor, cls_logits: torch.Tensor, reg_max: int = REG_MAX) -> View:
@@ -134,7 +133,7 @@ def test_direct_regression_head_is_refused(teacher, student):
 
 def test_different_bin_counts_are_refused():
     """Teacher and student with different reg_max cannot compare bins: a ValueError names both."""
-    other = HeadSpec("DFL test head", 2, (8.0,), 8, ("one2many",), (8,), {"box": 32, "cls": 8})
+    other = HeadSpec("DFL test head", 2, (8.0,), 8, ("one2many",), (8,), {"box": 32, "cls": 8}, 2)
     with pytest.raises(ValueError, match="teacher reg_max=8, student reg_max=4"):
         LDLoss(LDParams(), other, SPEC)
 
@@ -207,7 +206,7 @@ def _yolokd_ld_and_ultralytics_dfl(student: torch.Tensor, teacher: torch.Tensor)
     from ultralytics.utils.loss import DFLoss
 
     batch, anchors = FG_MASK.shape
-    spec = HeadSpec("DFL test head", 2, (8.0,), BINS, ("one2many",), (8,), {"box": 8, "cls": 8})
+    spec = HeadSpec("DFL test head", 2, (8.0,), BINS, ("one2many",), (8,), {"box": 8, "cls": 8}, 2)
     ld = LDLoss(LDParams(), spec, spec)(
         _view(student.reshape(batch, anchors, 4 * BINS), STUDENT_SCORE_LOGITS, BINS),
         _view(teacher.reshape(batch, anchors, 4 * BINS), torch.zeros(batch, anchors, 2), BINS),

@@ -7,8 +7,6 @@ import torch
 from torchvision.ops import box_iou
 from ultralytics.utils.tal import make_anchors
 
-from yolokd.engine.views import Targets, View
-from yolokd.heads.detect import HeadSpec
 from yolokd.losses.common import channel_attention, spatial_attention
 from yolokd.losses.pgd import (
     PGDLoss,
@@ -18,6 +16,7 @@ from yolokd.losses.pgd import (
     prediction_guided_weights,
     prediction_quality,
 )
+from yolokd.views import HeadSpec, Targets, View
 
 STRIDES = (8.0, 16.0, 32.0)
 IMAGE = 64  # grids 8x8, 4x4, 2x2: A = 84 anchors
@@ -33,7 +32,7 @@ def anchor_layout() -> tuple[torch.Tensor, torch.Tensor]:
 
 def spec(box_width: int, cls_width: int) -> HeadSpec:
     return HeadSpec(
-        "test head", NUM_CLASSES, STRIDES, 16, ("one2many",), (16, 16, 16), {"box": box_width, "cls": cls_width}
+        "test head", NUM_CLASSES, STRIDES, 16, ("one2many",), (16, 16, 16), {"box": box_width, "cls": cls_width}, 2
     )
 
 

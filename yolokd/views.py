@@ -1,4 +1,9 @@
-"""What one forward pass recorded for one model (a View) and the student's label assignment (Targets).
+"""The data types every loss reads: what one forward recorded for one model (:class:`View`), the student's label
+assignment (:class:`Targets`) and what a method may know about a head (:class:`HeadSpec`).
+
+A leaf: this module imports nothing of yolokd, so losses, head adapters, the engine and the config all import it
+without importing each other. Nothing here holds a model or a module: head adapters (``yolokd.heads``) fill these
+types in, losses read them.
 
 Shape alphabet (used everywhere in yolokd): B batch, L levels, A anchors over all levels, C classes,
 R reg_max (DFL bins per side; 1 for direct-regression heads such as YOLO26), M GT boxes per image (padded),
@@ -11,6 +16,8 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
+
+PREACTIVATION = "_preact"  # part-name suffix (``box_preact``): a stage's BN output, before its activation
 
 
 @dataclass
@@ -84,3 +91,36 @@ class Targets:
     def num_positives(self) -> Tensor:
         """N_pos: student foreground anchors in the batch, clamped >= 1, as a 0-d float tensor (no host sync)."""
         return self.fg_mask.sum().clamp(min=1).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """What a distillation method may know about a head, read once by its adapter when the run is built.
+
+    Plain data: methods that run a model's own head layers (CrossKD runs the teacher's tail) get that model's head
+    adapter from ``DistillLoss.from_heads``, never through the spec.
+
+    Attributes:
+        family: human-readable head family, e.g. ``"YOLOv8 (legacy head)"``.
+        num_classes: C.
+        strides: pixels per grid unit of each level, P3 first.
+        reg_max: R (16 = DFL, 1 = direct ltrb).
+        branches: ``("one2many",)`` or ``("one2many", "one2one")``.
+        feat_channels: D of each level's neck feature (head input).
+        stage_channels: per part (``box``, ``cls``) the output width of its stages (same at every level).
+        num_stages: stages before the predictor in each tower (``View.stages[part]`` has this many entries).
+    """
+
+    family: str
+    num_classes: int
+    strides: tuple[float, ...]
+    reg_max: int
+    branches: tuple[str, ...]
+    feat_channels: tuple[int, ...]
+    stage_channels: dict[str, int]
+    num_stages: int
+
+    @property
+    def num_levels(self) -> int:
+        """L."""
+        return len(self.strides)

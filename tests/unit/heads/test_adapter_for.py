@@ -1,0 +1,67 @@
+"""adapter_for: a head adapter chosen by the exact class of the model's head, or one clear line saying why not."""
+
+import pytest
+import torch
+from ultralytics.nn.tasks import ClassificationModel, DetectionModel, OBBModel, PoseModel, SegmentationModel
+
+from yolokd.heads import ADAPTERS, DetectHeadAdapter, UnsupportedHeadError, adapter_for
+
+
+def _model(model_class, name: str):
+    torch.manual_seed(0)
+    return model_class(name, nc=3, verbose=False)
+
+
+@pytest.mark.parametrize(
+    ("name", "family", "levels"),
+    [
+        ("yolov8n.yaml", "YOLOv8 (legacy head)", 3),
+        ("yolo11n.yaml", "YOLO11 (DWConv cls branch)", 3),
+        ("yolov10n.yaml", "YOLOv10-style (one2one + one2many, DFL)", 3),
+        ("yolo26n.yaml", "YOLO26 (one2one + one2many, reg_max=1)", 3),
+        ("yolov8n-p2.yaml", "YOLOv8 (legacy head)", 4),
+    ],
+)
+def test_detect_models_get_the_detect_adapter(name, family, levels):
+    """Every Detect-family model (Detect and v10Detect heads) is read by DetectHeadAdapter, task 'detect'."""
+    adapter = adapter_for(_model(DetectionModel, name))
+    assert type(adapter) is DetectHeadAdapter and adapter.task == "detect"
+    assert adapter.spec.family == family and adapter.spec.num_levels == levels
+
+
+@pytest.mark.parametrize(
+    ("model_class", "name", "head", "task"),
+    [
+        (SegmentationModel, "yolov8n-seg.yaml", "Segment", "segment"),
+        (SegmentationModel, "yolo26n-seg.yaml", "Segment26", "segment"),
+        (PoseModel, "yolov8n-pose.yaml", "Pose", "pose"),
+        (PoseModel, "yolo26n-pose.yaml", "Pose26", "pose"),
+        (OBBModel, "yolov8n-obb.yaml", "OBB", "obb"),
+        (OBBModel, "yolo26n-obb.yaml", "OBB26", "obb"),
+    ],
+)
+def test_task_heads_that_subclass_detect_are_refused_naming_the_task(model_class, name, head, task):
+    """Segment/Pose/OBB heads subclass Detect but are not read as Detect: one line names the head and the task."""
+    model = _model(model_class, name)
+    with pytest.raises(UnsupportedHeadError) as error:
+        adapter_for(model)
+    message = str(error.value)
+    assert f"head is {head}: {task} models are not supported yet" in message and "\n" not in message
+    assert "Detect or v10Detect" in message
+    with pytest.raises(TypeError, match="DetectHeadAdapter reads"):  # the adapter itself checks the exact type too
+        DetectHeadAdapter(model)
+
+
+def test_other_models_are_refused_without_a_promise():
+    """A classifier is refused as well (a ValueError: the CLI prints it as one line), with no 'yet'."""
+    with pytest.raises(ValueError, match=r"head is Classify: classify models are not supported\. yolokd distils"):
+        adapter_for(_model(ClassificationModel, "yolov8n-cls.yaml"))
+    with pytest.raises(UnsupportedHeadError, match=r"head is no head \(Linear\)"):
+        adapter_for(torch.nn.Linear(2, 2))
+
+
+def test_every_adapter_names_its_exact_head_classes_once():
+    """The index holds each head class in one adapter only, so dispatch is unambiguous."""
+    head_types = [head_type for adapter in ADAPTERS for head_type in adapter.head_types]
+    assert len(head_types) == len(set(head_types))
+    assert all(adapter.task and adapter.models for adapter in ADAPTERS)
