@@ -93,22 +93,6 @@ def test_no_kd_residue_same_graph_as_plain_student(exported, synthetic_names, tm
     assert torch_parameters["student"] == torch_parameters["plain"]
 
 
-def test_int8_calibration_reads_the_train_split(student, synthetic_data, monkeypatch):
-    """INT8 export hands Ultralytics split=train for calibration (it would read val otherwise)."""
-    from ultralytics.engine.exporter import Exporter
-
-    seen = {}
-
-    def record_split(self, prefix=""):
-        seen["split"], seen["data"] = self.args.split, self.args.data
-        raise RuntimeError("stop after recording the calibration split")
-
-    monkeypatch.setattr(Exporter, "get_int8_calibration_dataloader", record_split)
-    with pytest.raises(RuntimeError, match="stop after recording"):
-        export_model(student, format="onnx", imgsz=IMGSZ, int8=True, data=str(synthetic_data), checks=False)
-    assert seen == {"split": "train", "data": str(synthetic_data)}
-
-
 def test_cli_onnx_for_a_device_build_writes_recipe_and_train_calibration(student, synthetic_data, tmp_path, capsys):
     """`yolokd export profile=jetson-orin-nano-int8 --format onnx`: FP32 ONNX, recipe, calib.npy of train images."""
     copy = tmp_path / "best.pt"

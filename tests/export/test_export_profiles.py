@@ -49,7 +49,6 @@ def test_unknown_profile_suggests():
     ("options", "message"),
     [
         ({"half": True, "int8": True}, "choose one precision"),
-        ({"int8": True}, "int8 needs data="),
         ({"format": "tflite"}, "format: expected one of"),
         ({"format": "engine", "target": "onnxruntime"}, "target must be tensorrt"),
         ({"batch": 0}, "batch: expected a positive integer"),

@@ -4,7 +4,8 @@ The student in ``best.pt`` is a plain Ultralytics model, so the export is Ultral
 What yolokd adds: target profiles, INT8 calibration on the *train* split (Ultralytics calibrates on ``val`` unless
 told), the raw ``.plan`` + ``.trt.json`` sidecar of engines, files for an engine built on the device, the checks
 (graph, detections matched with PyTorch's, mAP delta, no KD residue) and ``<stem>.export.{json,md}`` next to the
-exported file.
+exported file. An INT8 ONNX is a Q/DQ ONNX made by NVIDIA ModelOpt (``yolokd.quant.int8_export``): PTQ here, or
+the learned ranges of a QAT checkpoint; it adds the Q/DQ coverage check and the fake-quant mAP.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from yolokd.export import checks, images, plan, runners, trt_compat
 from yolokd.export.hardware import package_versions
 from yolokd.export.profiles import ExportOptions, resolve_options
 from yolokd.export.report import write_export_report
+from yolokd.quant import int8_export
 
 REPORT_SCHEMA = "yolokd.export/1"
 VERSIONED = ("yolokd", "ultralytics", "torch", "onnx", "onnxruntime", "onnxslim", "tensorrt", "numpy")
@@ -109,23 +111,30 @@ def export_model(model: str | Path, profile: str | Path | None = None, **overrid
         trt = plan.import_tensorrt()
         if not torch.cuda.is_available():
             raise plan.TensorRTUnavailableError("format=engine builds on a CUDA GPU and torch sees none here")
+    qat = int8_export.check_request(options, model)  # reads the checkpoint; a QAT one sets options.int8
+    if options.format == "engine":
         modelopt = importlib.util.find_spec("modelopt") is not None
         problem = trt_compat.ultralytics_engine_problem(trt_compat.capabilities(trt), options.precision, modelopt)
         if problem:
             raise plan.TensorRTUnavailableError(problem)
     student = YOLO(str(model))
     start = time.perf_counter()
-    exported = Path(student.export(**ultralytics_args(options)))
+    exporting, quantization = student, None
+    if int8_export.makes_qdq_onnx(options, qat):
+        exporting, quantization = int8_export.prepare(student, model, options, qat)
+    exported = Path(exporting.export(**ultralytics_args(options)))
     files = {"model": exported}
     if options.format == "engine":
         files.update(engine_files(exported, options, model))
     if options.device_build:
         files.update(device_build_files(exported, options, model))
     report = base_report(student, model, exported, options, time.perf_counter() - start, profile)
+    if quantization is not None:
+        report["quantization"] = quantization
     problems: list[str] = []
     warnings: list[str] = []
     if options.checks:
-        report["checks"] = run_checks(student, exported, files, options, problems, warnings)
+        report["checks"] = run_checks(student, exported, files, options, problems, warnings, exporting, quantization)
     else:
         report["checks"] = "skipped (checks=false)"
     report.update(problems=problems, warnings=warnings, passed=not problems)
@@ -219,8 +228,21 @@ def device_build_files(onnx_path: Path, options: ExportOptions, source: Path) ->
     return files
 
 
-def run_checks(student, exported: Path, files: dict, options: ExportOptions, problems: list, warnings: list) -> dict:
-    """Graph, parity and (with data) mAP; no-KD-residue comparison with a plain export. Appends to problems/warnings."""
+def run_checks(
+    student,
+    exported: Path,
+    files: dict,
+    options: ExportOptions,
+    problems: list,
+    warnings: list,
+    fake_quant=None,
+    quantization: dict | None = None,
+) -> dict:
+    """Graph, parity and (with data) mAP; no-KD-residue comparison with a plain export. Appends to problems/warnings.
+
+    For a Q/DQ ONNX also: Q/DQ on every convolution (``quantization``: the layers kept in float) and the mAP of
+    ``fake_quant``, the fake-quant PyTorch model it was exported from.
+    """
     from ultralytics.utils import LOGGER
 
     result: dict[str, Any] = {}
@@ -230,14 +252,25 @@ def run_checks(student, exported: Path, files: dict, options: ExportOptions, pro
     if onnx_path.is_file():
         result["graph"] = checks.check_onnx_graph(onnx_path, options.batch, (height, width), options.dynamic, nc)
         problems += result["graph"]["problems"]
+    if quantization is not None:
+        result["qdq"] = int8_export.coverage_check(onnx_path, quantization)
+        problems += result["qdq"]["problems"]
     precision = "fp32" if options.device_build else options.precision
     result["parity"] = parity_check(student, exported, options, precision)
     problems += result["parity"]["problems"]
     if options.data:
-        result["map"] = map_check(student, exported, options, precision)
+        reference, fake_quant, label = int8_export.map_models(student, fake_quant, quantization)
+        result["map"] = map_check(reference, exported, options, precision, fake_quant)
+        result["map"]["reference"] = label
         delta = result["map"]["delta"]["metrics/mAP50-95(B)"]
         if result["map"]["failed"]:
             problems.append(f"mAP50-95 {delta:+.4f} vs PyTorch, beyond the {precision} tolerance")
+        if result["map"].get("fake_quant", {}).get("failed"):
+            fake = result["map"]["fake_quant"]
+            problems.append(
+                f"mAP50-95 {fake['delta']['metrics/mAP50-95(B)']:+.4f} vs the fake-quant PyTorch model, beyond "
+                f"+-{fake['tolerance_abs']:g}"
+            )
         if result["map"]["flagged"]:
             warnings.append(f"INT8 LOSES {-100 * delta:.2f} mAP50-95 POINTS vs PyTorch (more than 1): check it")
             LOGGER.warning("!" * 80 + f"\nyolokd export: {warnings[-1]}\n" + "!" * 80)
@@ -295,17 +328,23 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
     return result
 
 
-def map_check(student, exported: Path, options: ExportOptions, precision: str) -> dict[str, Any]:
-    """mAP of the fp32 PyTorch student and of the export on data's val split, square letterbox for both."""
+def map_check(student, exported: Path, options: ExportOptions, precision: str, fake_quant=None) -> dict[str, Any]:
+    """mAP of the PyTorch student and of the export on data's val split, square letterbox for both; with
+    ``fake_quant`` (the fake-quant model a Q/DQ ONNX was exported from) its mAP too."""
     from ultralytics import YOLO
 
     height, width = images.image_size(options.imgsz)
     device = "0" if exported.suffix == ".engine" else (options.device or "cpu")
     with tempfile.TemporaryDirectory() as folder:
         common = dict(data=options.data, split="val", device=device, plots=False, verbose=False, project=folder)
-        torch_metrics = student.val(imgsz=[height, width], batch=options.batch, rect=False, name="pt", **common)
+        pytorch = dict(imgsz=[height, width], batch=options.batch, rect=False, **common)
+        torch_metrics = student.val(name="pt", **pytorch)
         export_metrics = YOLO(str(exported), task="detect").val(name="export", **common)
-    return checks.map_comparison(torch_metrics.results_dict, export_metrics.results_dict, precision)
+        fake_metrics = None if fake_quant is None else fake_quant.val(name="fake_quant", **pytorch)
+    result = checks.map_comparison(torch_metrics.results_dict, export_metrics.results_dict, precision)
+    if fake_metrics is not None:
+        result["fake_quant"] = int8_export.fake_quant_comparison(fake_metrics.results_dict, export_metrics.results_dict)
+    return result
 
 
 def plain_comparison(student, onnx_path: Path, args: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,9 @@ class ExportOptions:
         batch (int): batch size of the input (the maximum with dynamic).
         dynamic (bool): dynamic batch and image size.
         half (bool): FP16.
-        int8 (bool): INT8 with calibration on ``data``'s ``calib_split`` split.
+        int8 (bool): INT8 with calibration on ``data``'s ``calib_split`` split (``data`` is required, checked by
+            ``export_model``, except for a quantization-aware trained checkpoint, which is always INT8). With
+            format=onnx: a Q/DQ ONNX by NVIDIA ModelOpt (``yolokd.quant``).
         nms (bool | None): None = raw outputs, NMS outside the model; True = NMS inside the graph; False = the
             NMS-free one-to-one branch of YOLOv10/YOLO26 heads.
         workspace (float | None): TensorRT builder workspace, GiB (None = TensorRT decides).
@@ -43,7 +45,8 @@ class ExportOptions:
             and the mAP comparison (val split).
         fraction (float): fraction of the calibration split used for INT8 calibration.
         calib_split (str): split that INT8 calibration reads (train, so validation images stay unseen).
-        calib_images (int): images in ``<stem>.calib.npy`` for an INT8 engine built on the device.
+        calib_images (int): INT8 calibration images: PTQ of a Q/DQ ONNX, or ``<stem>.calib.npy`` for an INT8
+            engine built on the device.
         device (str | None): export device (engine: a CUDA GPU, default 0).
         checks (bool): run the export checks (graph, parity, mAP with data, no KD residue).
         parity_images (int): real images for the numerical parity check.
@@ -87,10 +90,6 @@ class ExportOptions:
             raise ValueError("target: format=engine is a TensorRT engine; target must be tensorrt")
         if self.half and self.int8:
             raise ValueError("half and int8: choose one precision (int8 engines keep FP16 layers where faster)")
-        if self.int8 and not self.data:
-            raise ValueError(
-                f"data: int8 needs data=path/to/data.yaml for calibration (its '{self.calib_split}' split is read)"
-            )
         if not isinstance(self.batch, int) or self.batch < 1:
             raise ValueError(f"batch: expected a positive integer, got {self.batch!r}")
         if not 0 < float(self.fraction) <= 1:

@@ -44,6 +44,66 @@ def _parity_lines(parity: dict[str, Any]) -> list[str]:
     return lines + [f"| {name} | {_number(value)} | {limit} |" for name, value, limit in rows]
 
 
+def _map_lines(result: dict[str, Any]) -> list[str]:
+    """mAP of PyTorch vs the export; for a Q/DQ ONNX also the fake-quant PyTorch model it was exported from."""
+    fake = result.get("fake_quant")
+    lines = ["", "## mAP on the val split", ""]
+    if result.get("reference"):
+        lines += [f"PyTorch: {result['reference']}.", ""]
+    if fake is None:
+        lines += ["| metric | PyTorch | export | delta |", "|---|---:|---:|---:|"]
+    else:
+        lines += [
+            f"Fake-quant: the PyTorch model with ModelOpt's quantizers that the ONNX was exported from (the export "
+            f"must match it within +-{fake['tolerance_abs']:g}).",
+            "",
+            "| metric | PyTorch | fake-quant | export | delta vs PyTorch | delta vs fake-quant |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+    for key, value in result["pytorch"].items():
+        exported, delta = result["exported"][key], result["delta"][key]
+        if fake is None:
+            lines.append(f"| {key} | {value:.4f} | {exported:.4f} | {delta:+.4f} |")
+        else:
+            fake_value, fake_delta = fake["pytorch"][key], fake["delta"][key]
+            lines.append(
+                f"| {key} | {value:.4f} | {fake_value:.4f} | {exported:.4f} | {delta:+.4f} | {fake_delta:+.4f} |"
+            )
+    return lines
+
+
+def _quantization_lines(section: dict[str, Any], coverage: dict[str, Any] | None) -> list[str]:
+    """How the INT8 model was made, which layers stay in float and why, and the ONNX's Q/DQ coverage."""
+    calibration = section["calibration"]
+    if section["method"] == "PTQ":
+        how = (
+            f"PTQ, {calibration['method']} calibration on {calibration['images']} images of the "
+            f"'{calibration['split']}' split of `{calibration['data']}` ({calibration['batches']} batches)"
+        )
+    else:
+        how = f"QAT checkpoint: {calibration['note']}; started from `{calibration.get('qat_source') or 'unknown'}`"
+    lines = [
+        "",
+        "## INT8 quantization",
+        "",
+        f"- {how}; {section['seconds']} s",
+        f"- {section['library']} through {section['quantizer']}",
+        f"- scheme: {section['scheme']}",
+    ]
+    if coverage is not None:
+        lines.append(
+            f"- ONNX: {coverage['int8']} of {coverage['layers']} convolutions with Q/DQ on input and weight "
+            f"({coverage['quantize_nodes']} QuantizeLinear, {coverage['dequantize_nodes']} DequantizeLinear); "
+            + ("every other one is listed below" if not coverage["problems"] else f"FAILED: {coverage['problems']}")
+        )
+    layers = section["float_layers"]
+    lines += ["", f"Kept in float ({len(layers)} weighted layers; each reason once):", ""]
+    for reason in dict.fromkeys(layer["reason"] for layer in layers):
+        named = ", ".join(f"`{layer['name']}` ({layer['output']})" for layer in layers if layer["reason"] == reason)
+        lines.append(f"- {named}: {reason}")
+    return lines
+
+
 def export_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: files, options, checks with their tolerances, problems and warnings first."""
     source = report["source"]
@@ -64,6 +124,8 @@ def export_markdown(report: dict[str, Any]) -> str:
     lines += [f"| `{Path(entry['path']).name}` | {entry['bytes']} |" for entry in report.get("files", {}).values()]
     options = report["options"]
     lines += ["", "Options: " + ", ".join(f"`{key}={value}`" for key, value in options.items() if key != "description")]
+    if "quantization" in report:
+        lines += _quantization_lines(report["quantization"], (report.get("checks") or {}).get("qdq"))
     checks = report.get("checks")
     if not isinstance(checks, dict):
         return "\n".join([*lines, "", f"Checks: {checks}"]) + "\n"
@@ -77,10 +139,7 @@ def export_markdown(report: dict[str, Any]) -> str:
         ]
     lines += _parity_lines(checks["parity"])
     if "map" in checks:
-        result = checks["map"]
-        lines += ["", "## mAP on the val split", "", "| metric | PyTorch | export | delta |", "|---|---:|---:|---:|"]
-        for key, value in result["pytorch"].items():
-            lines.append(f"| {key} | {value:.4f} | {result['exported'][key]:.4f} | {result['delta'][key]:+.4f} |")
+        lines += _map_lines(checks["map"])
     if "plain" in checks:
         plain = checks["plain"]
         lines += [
