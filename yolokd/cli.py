@@ -118,6 +118,24 @@ def _train(positionals: list[str], overrides: dict[str, Any]) -> None:
     print(f"yolokd: run saved to {run_dir}")
 
 
+def _qat(positionals: list[str], overrides: dict[str, Any]) -> None:
+    if "resume" in overrides:  # a QAT run saved its experiment with quantize=8: resuming it is a train resume
+        return _train(positionals, overrides)
+    if len(positionals) != 1:
+        raise ValueError(
+            f"'qat' takes one config file: yolokd qat CFG.yaml model=best.pt [key=value ...], got {positionals}"
+        )
+    from yolokd.quant.qat import qat_experiment
+
+    experiment = qat_experiment(positionals[0], overrides)
+    from yolokd.engine.trainer import train_experiment
+
+    run_dir = train_experiment(experiment)
+    print(
+        f"yolokd: QAT run saved to {run_dir}; its INT8 ONNX: yolokd export model={run_dir}/weights/best.pt format=onnx"
+    )
+
+
 def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
     _no_positionals("val", positionals, "yolokd val model=best.pt data=data.yaml")
     model = overrides.pop("model", None)
@@ -272,6 +290,7 @@ def _study(positionals: list[str], overrides: dict[str, Any]) -> None:
 
 COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
     "train": _train,
+    "qat": _qat,
     "val": _val,
     "export": _export,
     "benchmark": _benchmark,

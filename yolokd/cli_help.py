@@ -34,6 +34,7 @@ Resume:
 
 COMMAND_SUMMARIES = {
     "train": "train a student with a teacher and distillation losses",
+    "qat": "fine-tune a trained student as INT8 fake-quant with its GT loss + the experiment's KD terms",
     "val": "validate a trained or exported model (Ultralytics val + COCO AP/AP50/AP75/AP_S/M/L)",
     "export": "export a student to ONNX / TensorRT, check it against PyTorch, write a report",
     "benchmark": "per-stage latency of .pt / .onnx / .engine models; batch and precision sweeps",
@@ -76,7 +77,9 @@ Export with Ultralytics' exporter, then check the export (on by default) and wri
 next to it. Options (a profile sets any of them; key=value wins over the profile):
   format=onnx|engine   engine = TensorRT, built here for this GPU and TensorRT version; also writes <stem>.plan
                        (no Ultralytics header: trtexec, DeepStream, C++) and <stem>.trt.json (device sidecar)
-  half=true | int8=true   FP16 / INT8; INT8 calibrates on the *train* split of data= (calib_split, fraction)
+  half=true | int8=true   FP16 / INT8; INT8 calibrates on the *train* split of data= (calib_split, fraction);
+                       format=onnx int8: a Q/DQ ONNX (NVIDIA ModelOpt PTQ on calib_images=128 train images; a QAT
+                       checkpoint exports its learned ranges, no data needed), layers kept in float in the report
   imgsz=640 batch=1 dynamic=false nms=None workspace=GiB simplify=true opset=N device=0
   data=data.yaml       parity images from its val split and the mAP delta of the export vs PyTorch
   target=tensorrt      with format=onnx: an FP32 ONNX for an engine built on the device (deploy/jetson), plus
@@ -102,10 +105,26 @@ Writes <project>/<name>/benchmark.{json,csv,md,png}: mean, std, min, p50/p90/p95
 CUDA-event GPU time, peak memory, environment, compute efficiency vs the device peak where known.
 """
 
+QAT_HELP = f"""\
+Usage: yolokd qat CFG.yaml model=path/to/best.pt [key=value ...]
+       yolokd qat resume=path/to/last.pt
+
+Quantization-aware training with distillation: fine-tune the trained float student (model=, a .pt) with INT8
+fake-quant (NVIDIA ModelOpt through Ultralytics' quantize=8) on its GT loss plus CFG.yaml's KD terms against its
+float teacher. Over the config it sets (key=value win): quantize=8 epochs=3 optimizer=AdamW lr0=1e-4
+warmup_epochs=0 mosaic=0 close_mosaic=0, KD at full weight throughout (schedule.warmup_epochs=0,
+schedule.off_last_epochs=0), name=<name>_qat. Needs pip install 'yolokd[int8]'. Then:
+  yolokd export model=runs/detect/<name>_qat/weights/best.pt format=onnx data=data.yaml   (Q/DQ ONNX + checks)
+See docs/int8.md.
+
+{CONFIG_HELP}
+{OVERRIDES_HELP}"""
+
 COMMAND_HELP = {
     "train": f"Usage: yolokd train CFG.yaml [key=value ...]\n       yolokd train resume=path/to/last.pt\n\n"
     f"Train the student of CFG.yaml with its teacher and distill methods; prints the run directory.\n\n"
     f"{CONFIG_HELP}\n{OVERRIDES_HELP}\n{RESUME_HELP}",
+    "qat": QAT_HELP,
     "val": "Usage: yolokd val model=best.pt data=data.yaml [key=value ...]\n\n"
     "Validate a trained model with Ultralytics (any val argument: imgsz, batch, conf, iou, split, device...)\n"
     "and print its metrics, plus COCO metrics by pycocotools (AP, AP50, AP75, AP_S, AP_M, AP_L; coco=false\n"

@@ -11,6 +11,7 @@ links to, and are found by name from any folder: ``bckd_yolov8n.yaml`` or ``cfg/
     schedule: {warmup_epochs: 0, off_last_epochs: 0}   # optional; off_last_epochs may be "close_mosaic"
     balance: {weight_mode: auto, batches: 4, every_epoch: true}  # optional; auto = gradient-share rule (re-measured
                                                                  # each epoch), paper = the weights as written
+    quantize: 8                  # optional Ultralytics key: INT8 quantization-aware training (``yolokd qat``)
 
 Everything is checked when loaded: unknown keys (with a "did you mean"), value types against each loss's
 ``Params`` dataclass, value ranges (its ``__post_init__``), the teacher and duplicate methods. Every error is a
@@ -33,6 +34,7 @@ from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
 
 from yolokd.engine.balance import Balance
 from yolokd.losses import LOSSES, LossParams
+from yolokd.quant.backend import is_qat_quantize, modelopt_problem
 
 YOLOKD_KEYS = ("teacher", "distill", "schedule", "balance")
 SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent / "cfg"  # package data: travels with every install
@@ -226,6 +228,10 @@ def _build_experiment(config: dict[str, Any], source: str | None) -> Experiment:
             check_cfg({key: copy.deepcopy(value)}, hard=True)
         except (TypeError, ValueError) as error:
             raise ConfigError(f"{key}: {error}") from None
+    if is_qat_quantize(train_args.get("quantize")) and modelopt_problem():  # Ultralytics would pip-install it mid-run
+        raise ConfigError(
+            f"quantize: {train_args['quantize']} (INT8 quantization-aware training) needs {modelopt_problem()}"
+        )
     distill = _build_distill(config.get("distill"))
     teacher = _check_teacher(config.get("teacher"), distill)
     schedule_config = config.get("schedule") or {}
