@@ -214,7 +214,13 @@ def yolokd_row(setup: Setup, method: str) -> Step:
         if criterion.nonfinite.any():
             raise FloatingPointError(f"non-finite KD term in {method}")
 
-    return train_step(student, setup, kd_modules=distiller.losses, check=check)
+    inner = train_step(student, setup, kd_modules=distiller.losses, check=check)
+
+    def step() -> None:  # the trainer records the student's stages from batch start to batch end
+        with criterion.recording():
+            inner()
+
+    return step
 
 
 def native_row(setup: Setup) -> Step:

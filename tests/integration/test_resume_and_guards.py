@@ -148,3 +148,35 @@ def test_balance_after_a_gt_only_warm_up_survives_an_interruption(synthetic_data
     assert first_epoch["train/bckd_cls"] == 0 and second_epoch["train/bckd_cls"] > 0
     saved = torch.load(kd_state_path(resumed.last), weights_only=True)
     assert saved["balance"] == resumed.balance.to_dict()
+
+
+def test_the_student_is_copied_with_the_criterion_installed(synthetic_data, calibrated_teacher, tmp_path):
+    """CrossKD (stage hooks) for 2 epochs with no remove/reinstall around copies: the student has no hook between
+    steps; Ultralytics' NaN recovery deep-copies it (criterion installed) into a plain EMA, then validation and
+    saving carry on and the saved student is plain."""
+    experiment = _experiment(
+        synthetic_data, tmp_path, calibrated_teacher("yolov8s.yaml"), distill=[{"loss": "crosskd"}], train={"epochs": 2}
+    )
+    trainer = DistillationTrainer(experiment, overrides=experiment.train_args)
+    hooked = []
+    trainer.add_callback(
+        "on_train_batch_end",
+        lambda t: hooked.append(any(m._forward_hooks or m._forward_pre_hooks for m in t.model.modules())),
+    )
+    recovery = {}
+
+    def nan_recovery(t):  # after epoch 2's steps, before its validation, as Ultralytics does on a NaN loss
+        if t.epoch == 1:
+            loss, t.loss = t.loss, torch.tensor(float("nan"))
+            recovery["recovered"] = t._handle_nan_recovery(t.epoch)
+            t.loss = loss
+            recovery["criteria"] = type(t.ema.ema.criterion).__name__, type(t.model.criterion).__name__
+
+    trainer.add_callback("on_train_epoch_end", nan_recovery)
+    trainer.train()
+    assert hooked and not any(hooked)
+    assert recovery == {"recovered": True, "criteria": ("v8DetectionLoss", "DistillationCriterion")}
+    first, second = read_results(trainer.save_dir)
+    assert all(first[f"val/crosskd_{p}"] > 0 and second[f"val/crosskd_{p}"] > 0 for p in ("cls", "loc"))
+    saved = torch.load(trainer.last, weights_only=False)["model"]
+    assert saved.criterion is None and not any(m._forward_hooks for m in saved.modules())

@@ -2,13 +2,22 @@
 
 Ultralytics calls ``model.loss(batch)`` -> ``model.criterion(preds, batch)`` right after the student's forward.
 yolokd swaps ``model.criterion`` for :class:`DistillationCriterion`, a plain object (never an ``nn.Module``, so
-nothing of it joins the student's parameters, EMA or checkpoint). It computes the student's label assignment
-once, reuses it for the GT loss and for every KD loss, runs the teacher, and returns all terms by name so they
-reach the progress line and ``results.csv``.
+nothing of it joins the student's parameters). It computes the student's label assignment once, reuses it for the
+GT loss and for every KD loss, runs the teacher, and returns all terms by name so they reach the progress line and
+``results.csv``.
+
+It stays installed for the whole run: a deep copy or pickle of the student (Ultralytics' EMA, checkpoints, NaN
+recovery) carries the student's plain Ultralytics criterion instead (a copy of ``base``), never the teacher, the KD
+modules or a hook. The student's stage outputs are recorded inside :meth:`DistillationCriterion.recording` only,
+which the trainer opens around each step, each validation and each balance measurement.
 """
 
 from __future__ import annotations
 
+import copy
+import operator
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -79,10 +88,29 @@ class DistillationCriterion:
         self.one2many_terms = [name for name in distiller.term_names if branches[name] == "one2many"]
         self.adapter = adapter_for(model)
         self.distiller = distiller
-        self.recorder = distiller.recorder_for(self.adapter)
-        self.recorder.start()
+        self.recorder = distiller.recorder_for(self.adapter)  # records inside recording() only
         self.kd_factor = 1.0
         self.nonfinite = torch.zeros(len(distiller.term_names), dtype=torch.bool, device=distiller.device)
+
+    def __deepcopy__(self, memo: dict) -> object:
+        """A copy of the student carries its plain Ultralytics criterion: the KD part belongs to this model only."""
+        return copy.deepcopy(self.base, memo)
+
+    def __reduce_ex__(self, protocol: Any) -> tuple:
+        """Pickled (in a checkpoint of the student), this criterion is the student's plain Ultralytics criterion.
+
+        ``operator.getitem((base,), 0)`` unpickles as ``base`` and names nothing of yolokd: Ultralytics alone loads it.
+        """
+        return operator.getitem, ((self.base,), 0)
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        """Record the student's stage outputs in the forwards run inside (a step, a validation, a balance batch).
+
+        Forward hooks exist on the student only inside this context (none when no loss reads stage outputs).
+        """
+        with self.recorder.recording():
+            yield
 
     def __call__(self, preds: dict | tuple, batch: dict[str, Any]) -> tuple[Tensor, dict[str, Tensor]]:
         loss, items, terms = self._compute(preds, batch)
@@ -130,7 +158,3 @@ class DistillationCriterion:
         """Per-epoch update of the base criterion (E2ELoss decays its one2many weight)."""
         if hasattr(self.base, "update"):
             self.base.update()
-
-    def release(self) -> None:
-        """Remove the student hooks this criterion installed."""
-        self.recorder.stop()

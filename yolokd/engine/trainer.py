@@ -2,15 +2,17 @@
 
 The Ultralytics trainer keeps doing what it does well (data, augmentation, optimiser, EMA, AMP, validation,
 callbacks, plots, checkpoints). This subclass adds exactly: the teacher and the loss modules (built once the
-student exists), the student's criterion swap (:class:`~yolokd.engine.criterion.DistillationCriterion`), a KD
-optimiser for trainable KD parts, the KD weight schedule, a NaN guard on KD terms, the KD state file beside
-``last.pt`` for resume, and on fresh runs the losses' student initialisation (G-DetKD's head transfer). The
-student model, its EMA and its checkpoints never hold any of these.
+student exists), the student's criterion swap (:class:`~yolokd.engine.criterion.DistillationCriterion`, installed
+once: copies of the student carry Ultralytics' own criterion), the recording of the student's stage outputs inside
+each step, validation and balance measurement, a KD optimiser for trainable KD parts, the KD weight schedule, a NaN
+guard on KD terms, the KD state file beside ``last.pt`` for resume, and on fresh runs the losses' student
+initialisation (G-DetKD's head transfer). The student model, its EMA and its checkpoints never hold any of these.
 """
 
 from __future__ import annotations
 
 import math
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +93,12 @@ class DistillationTrainer(DetectionTrainer):
         self.balance: BalanceReport | None = None
         self.batch_in_epoch = 0
         self.epoch_scales: dict[str, float] = {}  # each method's KD scale during this epoch, for results.csv
+        self.step_recording = ExitStack()  # the student's stage recording, open from batch start to batch end
         YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
         self.add_callback("on_train_epoch_start", DistillationTrainer._start_epoch_schedule)
         self.add_callback("on_train_batch_start", DistillationTrainer._step_schedule)
+        self.add_callback("on_train_batch_end", DistillationTrainer._end_step)
+        self.add_callback("on_train_epoch_end", DistillationTrainer._end_step)  # a step cut short (OOM retry)
         self.add_callback("on_train_epoch_end", DistillationTrainer._refresh_balance)
 
     # --- building -------------------------------------------------------------------------------------------
@@ -165,7 +170,7 @@ class DistillationTrainer(DetectionTrainer):
             self.distiller.scales = dict.fromkeys(self.distiller.scales, 1.0)
             factor, criterion.kd_factor = criterion.kd_factor, 1.0
             try:
-                with torch.autocast(self.device.type, enabled=False):  # fp32: no GradScaler, no underflow
+                with torch.autocast(self.device.type, enabled=False), criterion.recording():  # fp32: no GradScaler
                     return measure_balance(
                         model,
                         criterion,
@@ -218,6 +223,11 @@ class DistillationTrainer(DetectionTrainer):
         LOGGER.info(f"{colorstr('yolokd:')} {self.balance.markdown()}(written to {self.save_dir / 'kd_balance.md'})")
 
     def _install_criterion(self, model: nn.Module) -> DistillationCriterion:
+        """The model's DistillationCriterion, installed around its Ultralytics criterion on first use (idempotent).
+
+        It stays installed: copies of the model (EMA, checkpoints, NaN recovery) carry the plain Ultralytics
+        criterion, and hooks exist only inside ``criterion.recording()``.
+        """
         base = getattr(model, "criterion", None) or model.init_criterion()
         if isinstance(base, DistillationCriterion):
             return base
@@ -225,14 +235,6 @@ class DistillationTrainer(DetectionTrainer):
             base, model, self.distiller, follow_o2m_decay=self.experiment.schedule.follow_o2m_decay
         )
         return model.criterion
-
-    @staticmethod
-    def _remove_criterion(model: nn.Module) -> None:
-        """Put the plain Ultralytics criterion back and drop our hooks (before any copy or save of ``model``)."""
-        criterion = getattr(model, "criterion", None)
-        if isinstance(criterion, DistillationCriterion):
-            criterion.release()
-            model.criterion = criterion.base
 
     # --- schedule and safety ----------------------------------------------------------------------------------
     def _start_epoch_schedule(self) -> None:
@@ -252,7 +254,12 @@ class DistillationTrainer(DetectionTrainer):
                 self._show_balance()
             factor = self.experiment.schedule.factor(progress, self.epochs, self.args.close_mosaic)
             criterion.kd_factor = factor if self.balance is not None else 0.0  # GT only until the balance exists
+            self.step_recording.enter_context(criterion.recording())  # the step's forward; closed by _end_step
         self.batch_in_epoch += 1
+
+    def _end_step(self) -> None:
+        """Close the step's recording (no hook stays on the student between steps)."""
+        self.step_recording.close()
 
     def optimizer_step(self):
         """Refuse to step on a non-finite KD term, then step the KD optimiser beside the student's."""
@@ -268,15 +275,6 @@ class DistillationTrainer(DetectionTrainer):
             student_group = next(g for g in self.optimizer.param_groups if g.get("param_group") in {"weight", "muon"})
             step_kd_optimizer(self.kd_optimizer, self.scaler, student_group["lr"])
         super().optimizer_step()
-
-    def _handle_nan_recovery(self, epoch):
-        model = unwrap_model(self.model)
-        self._remove_criterion(model)  # recovery deep-copies the model into a new EMA
-        try:
-            return super()._handle_nan_recovery(epoch)
-        finally:
-            if self.distiller is not None:
-                self._install_criterion(model)
 
     # --- logging, validation, saving, resume ---------------------------------------------------------------
     def plot_metrics(self):
@@ -295,12 +293,8 @@ class DistillationTrainer(DetectionTrainer):
         """Validate the EMA student; its KD terms (full weight, no schedule) go to the ``val/`` columns."""
         if self.distiller is None:
             return super().validate()
-        ema = self.ema.ema
-        self._install_criterion(ema)
-        try:
+        with self._install_criterion(self.ema.ema).recording():
             metrics, fitness = super().validate()
-        finally:
-            self._remove_criterion(ema)
         if metrics is not None:  # Ultralytics rounds val metrics to 5 decimals: keep the loss columns exact
             batches = max(len(self.validator.dataloader), 1)
             metrics.update({f"val/{name}": float(total) / batches for name, total in self.validator.loss.items()})
