@@ -2,9 +2,9 @@
 
 Ultralytics calls ``model.loss(batch)`` -> ``model.criterion(preds, batch)`` right after the student's forward.
 yolokd swaps ``model.criterion`` for :class:`DistillationCriterion`, a plain object (never an ``nn.Module``, so
-nothing of it joins the student's parameters). It computes the student's label assignment once, reuses it for the
-GT loss and for every KD loss, runs the teacher, and returns all terms by name so they reach the progress line and
-``results.csv``.
+nothing of it joins the student's parameters). It calls the student's own Ultralytics loss unchanged, captures the
+label assignment that loss computed (so every KD loss uses the same one), runs the teacher, and returns all terms by
+name so they reach the progress line and ``results.csv``.
 
 It stays installed for the whole run: a deep copy or pickle of the student (Ultralytics' EMA, checkpoints, NaN
 recovery) carries the student's plain Ultralytics criterion instead (a copy of ``base``), never the teacher, the KD
@@ -21,53 +21,79 @@ from contextlib import contextmanager
 from typing import Any
 
 import torch
-from torch import Tensor
-from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
+from torch import Tensor, nn
+from ultralytics.utils.loss import E2ELoss
 
 from yolokd.engine.distiller import Distiller
 from yolokd.heads import adapter_for
 from yolokd.views import Targets
 
 
-def assign_targets(criterion: v8DetectionLoss, raw: dict, batch: dict[str, Any]) -> tuple[Tensor, dict, Targets]:
-    """Run Ultralytics' assigner + detection loss on one branch; return (gain-scaled loss (3,), items, Targets)."""
-    (fg_mask, gt_index, target_boxes, _, _), loss, items = criterion.get_assigned_targets_and_loss(raw, batch)
-    feats = raw["feats"]
-    batch_size = feats[0].shape[0]
-    image_size = torch.tensor(feats[0].shape[2:], device=criterion.device, dtype=torch.float32) * criterion.stride[0]
-    labels = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
-    padded = criterion.preprocess(labels.to(criterion.device), batch_size, scale_tensor=image_size[[1, 0, 1, 0]])
-    gt_labels, gt_boxes = padded.split((1, 4), 2)
-    targets = Targets(
-        fg_mask=fg_mask.bool(),
-        gt_index=gt_index,
-        target_boxes=target_boxes,
-        gt_boxes=gt_boxes,
-        gt_labels=gt_labels.squeeze(-1).long(),
-        gt_mask=gt_boxes.sum(2) > 0,
-        image_size=image_size,
-    )
-    return loss, items, targets
+def branch_losses(base: object) -> dict[str, Any]:
+    """The per-branch Ultralytics losses inside the student's criterion: E2ELoss' one2many and one2one, else itself."""
+    if isinstance(base, E2ELoss):
+        return {"one2many": base.one2many, "one2one": base.one2one}
+    return {"one2many": base}
 
 
-def detection_loss_and_targets(base: object, raw: dict[str, dict], batch: dict) -> tuple[Tensor, dict, dict]:
-    """Reproduce ``base(preds, batch)`` (v8DetectionLoss or E2ELoss) while keeping each branch's Targets.
+class AssignmentHook:
+    """Forward hook on one branch loss's assigner: the GT it was given and the assignment it returned, as Targets.
+
+    Ultralytics' task-aligned assigners take ``(scores, boxes, anchor points, gt_labels (B, M, 1), gt_boxes (B, M, 4)
+    xyxy pixels, gt_mask (B, M, 1))`` and return ``(labels, target_boxes (B, A, 4) xyxy pixels, target_scores,
+    fg_mask (B, A), gt_index (B, A))``: read here, once.
+    """
+
+    def __init__(self, captured: dict[str, list[Targets]], branch: str, image_size: Tensor) -> None:
+        self.captured = captured
+        self.branch = branch
+        self.image_size = image_size
+
+    def __call__(self, module: nn.Module, args: tuple, output: tuple) -> None:
+        gt_labels, gt_boxes, gt_mask = args[3:6]
+        _, target_boxes, _, fg_mask, gt_index = output
+        targets = Targets(
+            fg_mask=fg_mask.bool(),
+            gt_index=gt_index,
+            target_boxes=target_boxes,
+            gt_boxes=gt_boxes,
+            gt_labels=gt_labels.squeeze(-1).long(),
+            gt_mask=gt_mask.squeeze(-1).bool(),
+            image_size=self.image_size,
+        )
+        self.captured.setdefault(self.branch, []).append(targets)
+
+
+def student_loss_and_targets(base: object, preds: Any, batch: dict[str, Any]) -> tuple[Tensor, dict, dict]:
+    """Call the student's own Ultralytics loss, unchanged, and capture the label assignment it computes per branch.
+
+    The assignment is read from the loss's own assigner call (a forward hook that lives for this call only), so the
+    GT part is exactly ``base(preds, batch)`` and KD losses see the very assignment that loss used.
 
     Returns:
-        loss: detection loss x batch size, as Ultralytics returns it.
-        items: detached loss items, as Ultralytics logs them.
+        loss: ``base(preds, batch)[0]``, the gain-scaled loss vector x batch size, as Ultralytics returns it.
+        items: ``base(preds, batch)[1]``, the detached loss items Ultralytics logs.
         targets: ``{branch: Targets}``.
     """
-    batch_size = raw["one2many"]["feats"][0].shape[0]
-    if isinstance(base, E2ELoss):
-        many_loss, _, many_targets = assign_targets(base.one2many, raw["one2many"], batch)
-        one_loss, one_items, one_targets = assign_targets(base.one2one, raw["one2one"], batch)
-        loss = (many_loss * base.o2m + one_loss * base.o2o) * batch_size
-        return loss, one_items, {"one2many": many_targets, "one2one": one_targets}
-    if type(base) is v8DetectionLoss:
-        loss, items, targets = assign_targets(base, raw["one2many"], batch)
-        return loss * batch_size, items, {"one2many": targets}
-    raise TypeError(f"yolokd supports Detect models trained with v8DetectionLoss or E2ELoss, not {type(base).__name__}")
+    images = batch["img"]
+    image_size = torch.tensor(images.shape[2:], device=images.device, dtype=torch.float32)  # (H, W) pixels
+    captured: dict[str, list[Targets]] = {}
+    handles = []
+    for branch, loss in branch_losses(base).items():
+        assigner = getattr(loss, "assigner", None)
+        if not isinstance(assigner, nn.Module):
+            raise TypeError(f"{type(loss).__name__} has no assigner module: yolokd cannot read its label assignment")
+        handles.append(assigner.register_forward_hook(AssignmentHook(captured, branch, image_size)))
+    try:
+        loss, items = base(preds, batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    for branch in branch_losses(base):
+        calls = len(captured.get(branch, ()))
+        if calls != 1:  # every supported Ultralytics loss assigns each branch once per call
+            raise RuntimeError(f"{type(base).__name__} assigned its {branch} branch {calls} times, expected once")
+    return loss, items, {branch: assigned for branch, (assigned,) in captured.items()}
 
 
 class DistillationCriterion:
@@ -135,7 +161,7 @@ class DistillationCriterion:
 
     def _compute(self, preds: dict | tuple, batch: dict[str, Any]) -> tuple[Tensor, dict, dict[str, Tensor]]:
         raw = self.adapter.split_branches(preds)
-        loss, items, targets = detection_loss_and_targets(self.base, raw, batch)
+        loss, items, targets = student_loss_and_targets(self.base, preds, batch)
         terms = self._kd_terms(raw, batch["img"], targets)
         return loss, items, terms
 

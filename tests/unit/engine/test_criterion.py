@@ -8,7 +8,7 @@ from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
 
-from yolokd.engine.criterion import DistillationCriterion, detection_loss_and_targets
+from yolokd.engine.criterion import DistillationCriterion, student_loss_and_targets
 from yolokd.heads import StageRecorder
 
 STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss)]
@@ -56,29 +56,47 @@ def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
 def test_gt_part_equals_the_students_own_loss(model_yaml, loss_type):
-    """Loss vector, logged items and gradients equal ``base(preds, batch)``, also after E2ELoss' o2m weight decays."""
+    """Loss vector, logged items and gradients equal ``base(preds, batch)`` exactly, also after E2ELoss' o2m weight
+    decays: the criterion calls the student's own loss, it does not re-implement its weighting."""
     model, batch = make_student(model_yaml), make_batch()
     base = model.init_criterion()
     assert type(base) is loss_type
     preds = model(batch["img"])
-    criterion = DistillationCriterion(base, model, StubDistiller({}))
     params = [p for p in model.parameters() if p.requires_grad]
     for _ in range(2):
         expected, expected_items = base(preds, batch)
-        raw = criterion.adapter.split_branches(preds)
-        loss, items, _ = detection_loss_and_targets(base, raw, batch)
-        # equal up to float rounding: yolokd multiplies by the batch size after the branch weights, Ultralytics before
-        torch.testing.assert_close(loss, expected, rtol=1e-6, atol=0)
+        loss, items, _ = student_loss_and_targets(base, preds, batch)
+        assert torch.equal(loss, expected)
         assert items.keys() == expected_items.keys()
-        for name, value in items.items():
-            torch.testing.assert_close(value, expected_items[name], rtol=1e-6, atol=0)
+        assert all(torch.equal(value, expected_items[name]) for name, value in items.items())
         ours = torch.autograd.grad(loss.sum(), params, retain_graph=True, allow_unused=True)
         theirs = torch.autograd.grad(expected.sum(), params, retain_graph=True, allow_unused=True)
         for mine, reference in zip(ours, theirs, strict=True):
             assert (mine is None) == (reference is None)
-            if mine is not None:
-                torch.testing.assert_close(mine, reference, rtol=1e-5, atol=1e-7)
-        criterion.update()  # E2ELoss: o2m 0.8 -> 0.72; v8DetectionLoss has nothing to update
+            assert mine is None or torch.equal(mine, reference)
+        DistillationCriterion(base, model, StubDistiller({})).update()  # E2ELoss: o2m 0.8 -> 0.72; v8: nothing
+
+
+@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
+def test_targets_are_the_assignment_the_loss_computed(model_yaml, loss_type):
+    """Each branch's Targets hold the fg mask, matched GT index and target boxes of that branch's own assigner call,
+    and the padded GT it was given (pixels, xyxy); the one2one branch has its own (top-1) assignment."""
+    model, batch = make_student(model_yaml), make_batch()
+    base = model.init_criterion()
+    preds = model(batch["img"])
+    _, _, targets = student_loss_and_targets(base, preds, batch)
+    branches = {"one2many": base.one2many, "one2one": base.one2one} if loss_type is E2ELoss else {"one2many": base}
+    assert targets.keys() == branches.keys()
+    for branch, loss in branches.items():
+        raw = preds[branch] if loss_type is E2ELoss else preds
+        (fg_mask, gt_index, target_boxes, _, _), _, _ = loss.get_assigned_targets_and_loss(raw, batch)
+        got = targets[branch]
+        assert torch.equal(got.fg_mask, fg_mask.bool()) and got.fg_mask.any()
+        assert torch.equal(got.gt_index[fg_mask], gt_index[fg_mask]) and torch.equal(got.target_boxes, target_boxes)
+        assert got.gt_mask.tolist() == [[True, True], [True, False], [False, False]]
+        torch.testing.assert_close(got.gt_boxes[0, 0], torch.tensor([19.2, 19.2, 44.8, 44.8]))  # xywh 0.5 0.5 0.4 0.4
+        assert got.gt_labels[0].tolist() == [1, 0] and got.image_size.tolist() == [64.0, 64.0]
+    assert not any(loss.assigner._forward_hooks for loss in branches.values())  # the capture lived for the call only
 
 
 @pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
@@ -152,13 +170,13 @@ def test_without_kd_terms_the_total_is_exactly_ultralytics():
     assert torch.equal(loss, expected) and items.keys() == expected_items.keys()
 
 
-def test_other_criteria_are_refused():
-    """A criterion that is neither v8DetectionLoss nor E2ELoss (e.g. a subclass for another task) is a TypeError."""
+def test_a_loss_without_an_assigner_is_refused():
+    """A criterion whose assignment cannot be read (no assigner module) is a TypeError naming it."""
 
-    class OtherLoss(v8DetectionLoss):
-        pass
+    class OtherLoss:
+        def __call__(self, preds, batch):
+            return torch.zeros(3), {}
 
     model, batch = make_student("yolov8n.yaml"), make_batch()
-    raw = {"one2many": model(batch["img"])}
-    with pytest.raises(TypeError, match="not OtherLoss"):
-        detection_loss_and_targets(OtherLoss(model), raw, batch)
+    with pytest.raises(TypeError, match="OtherLoss has no assigner module"):
+        student_loss_and_targets(OtherLoss(), model(batch["img"]), batch)

@@ -10,7 +10,7 @@ from ultralytics.cfg import get_cfg
 from ultralytics.nn.tasks import DetectionModel, load_checkpoint
 
 from yolokd.config import LossEntry
-from yolokd.engine.criterion import DistillationCriterion, detection_loss_and_targets
+from yolokd.engine.criterion import DistillationCriterion, student_loss_and_targets
 from yolokd.engine.distiller import Distiller
 from yolokd.heads import StageRecorder
 from yolokd.losses.bckd import BCKDParams
@@ -79,7 +79,7 @@ def test_distiller_multiplies_each_method_by_its_frozen_scale(calibrated_teacher
     preds = student(images)
     _, paper_terms = criterion.loss_parts(preds, batch)
     raw = criterion.adapter.split_branches(preds)
-    _, _, targets = detection_loss_and_targets(criterion.base, raw, batch)
+    _, _, targets = student_loss_and_targets(criterion.base, preds, batch)
     views = {"one2many": criterion.adapter.build_view(raw["one2many"])}
     teacher_views = distiller.teacher_views(images)
     direct = {}
