@@ -206,7 +206,7 @@ def _balance(positionals: list[str], overrides: dict[str, Any]) -> None:
 
 
 def _data(positionals: list[str], overrides: dict[str, Any]) -> None:
-    _no_positionals("data", positionals, "yolokd data root=DIR [num_train=... num_val=... imgsz=... seed=...]")
+    _no_positionals("data", positionals, "yolokd data root=DIR [num_train=... num_val=... imgsz=... seed=... task=...]")
     if "root" not in overrides:
         raise ValueError("root: 'data' needs root=DIR, the folder to write the synthetic set to")
     from yolokd.data.synthetic import make_synthetic_dataset

@@ -144,11 +144,12 @@ COMMAND_HELP = {
     f"{CONFIG_HELP}",
     "methods": "Usage: yolokd methods\n\nList every distillation method (the `loss:` names of distill entries) with "
     "each parameter,\nits default and what it does.\n",
-    "data": "Usage: yolokd data root=DIR [num_train=400 num_val=100 imgsz=128 seed=0 style=hard overwrite=false]\n\n"
+    "data": "Usage: yolokd data root=DIR [num_train=400 num_val=100 imgsz=128 seed=0 style=hard task=detect "
+    "overwrite=false]\n\n"
     "Write the synthetic detection set under DIR (cached: nothing is rewritten for the same parameters) and\n"
     "print the path of its data.yaml. style=distinct draws the evidence benchmark's and the demo's scenes (four\n"
     "shapes, larger objects, less clutter), style=evidence the earlier eight-class benchmark's, instead of the\n"
-    "hard default.\n",
+    "hard default. task=segment writes polygon labels (the same images and objects) for segment students.\n",
     "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set: the teacher shipped "
     "with yolokd, a baseline and a\nCrossKD student (about 6 minutes on 2 CPU cores); key=value are the keyword "
     "arguments of\nyolokd.demo.run_demo (method=bckd, teacher=yolov8s.yaml to train one, epochs=, images=...).\n",

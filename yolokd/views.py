@@ -37,6 +37,10 @@ class View:
         stages: per branch part a list over stages of L tensors (B, D, H_l, W_l), recorded by forward hooks:
             ``"box"``/``"cls"`` hold each stage's output (post-activation), ``"box_preact"``/``"cls_preact"`` its
             pre-activation (BN output). Empty unless a loss asks for them (``DistillLoss.stage_parts``).
+        mask_coefficients: segment heads only, else None: (B, A, K) mask coefficients per anchor (K prototypes;
+            K may differ between teacher and student).
+        prototypes: segment heads only, else None: (B, K, H_m, W_m) mask prototypes (H_m = H / 4 for Ultralytics'
+            Proto); an anchor's mask logits are ``mask_coefficients[b, a] @ prototypes[b]`` (pre-sigmoid).
     """
 
     feats: list[Tensor]
@@ -47,6 +51,8 @@ class View:
     strides: Tensor
     reg_max: int
     stages: dict[str, list[list[Tensor]]] = field(default_factory=dict)
+    mask_coefficients: Tensor | None = None
+    prototypes: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -109,6 +115,8 @@ class HeadSpec:
         feat_channels: D of each level's neck feature (head input).
         stage_channels: per part (``box``, ``cls``) the output width of its stages (same at every level).
         num_stages: stages before the predictor in each tower (``View.stages[part]`` has this many entries).
+        task: Ultralytics' task of the model (``detect``, ``segment``, ``pose``, ``obb``); teacher and student
+            must share it.
     """
 
     family: str
@@ -119,6 +127,7 @@ class HeadSpec:
     feat_channels: tuple[int, ...]
     stage_channels: dict[str, int]
     num_stages: int
+    task: str = "detect"
 
     @property
     def num_levels(self) -> int:

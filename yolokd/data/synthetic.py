@@ -15,7 +15,12 @@ distillation demo has no gap to close:
   objects are low-contrast against their local background.
 * anti-aliasing: every shape is rasterised at 4x and area-downsampled, so edges are smooth and coverage exact.
 
-Labels are the tight box of the full (unoccluded) shape, clipped to the image. Everything is derived from
+Labels are the tight box of the full (unoccluded) shape, clipped to the image (``task="detect"``, the default), or,
+exact from the same polygons, for the other Ultralytics tasks: ``segment``, the shape's polygon clipped to the image
+(Sutherland-Hodgman, so the visible area is exact; Ultralytics derives the box from it: the detect label's box
+for a shape inside the image, a tighter one where the border cuts a shape whose clamped full box reaches past the
+visible part). The
+same objects are labelled for every task, and the pixels are identical. Everything is derived from
 ``numpy.random.default_rng`` with one child seed per image, so the same arguments give byte-identical files.
 """
 
@@ -31,13 +36,14 @@ import cv2
 import numpy as np
 import yaml
 
-__all__ = ["CLASS_NAMES", "GENERATOR_VERSION", "STYLES", "SceneStyle", "make_synthetic_dataset"]
+__all__ = ["CLASS_NAMES", "GENERATOR_VERSION", "STYLES", "TASKS", "SceneStyle", "make_synthetic_dataset"]
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "ellipse", "triangle", "square", "rectangle", "pentagon", "star", "cross")
 GENERATOR_VERSION = "yolokd-synthetic-1"  # bump whenever the pixels or labels change, so caches regenerate
 MIN_VISIBLE = 0.35  # objects less visible than this are unlabelled: a detector should not be asked to find them
 SUPERSAMPLE = 4
 _MARKER = ".yolokd_synthetic"  # proves a folder is ours before we delete anything in it
+TASKS = ("detect", "segment")  # label formats the generator writes (Ultralytics task names)
 
 
 @dataclass(frozen=True)
@@ -227,8 +233,8 @@ def _place(rng: np.random.Generator, n: int, style: SceneStyle) -> tuple[int, np
 
 def _render(
     rng: np.random.Generator, n: int, style: SceneStyle
-) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]]]:
-    """One image (uint8 BGR) and its YOLO labels."""
+) -> tuple[np.ndarray, list[tuple[int, float, float, float, float]], list[np.ndarray]]:
+    """One image (uint8 BGR), its YOLO box labels and each labelled object's full polygon (pixels, unclipped)."""
     img = _background(rng, n)
     _distractors(img, rng, int(rng.integers(*style.distractors)))
     count = 0 if rng.random() < style.p_empty else int(rng.integers(1, style.max_objects + 1))
@@ -253,13 +259,51 @@ def _render(
         if rng.random() < 0.25:  # outline in another colour
             pts = np.round((poly - 0.5) * 16).astype(np.int32)
             cv2.polylines(img, [pts], True, rng.uniform(0, 255, 3).tolist(), 1, cv2.LINE_AA, 4)
-        objects.append((i, cls, float(cv2.contourArea(poly.astype(np.float32))), (x0, y0, x1, y1)))
+        objects.append((i, cls, float(cv2.contourArea(poly.astype(np.float32))), (x0, y0, x1, y1), poly))
     _distractors(img, rng, int(rng.integers(0, 3)))
-    labels = []
-    for i, cls, area, (x0, y0, x1, y1) in objects:
+    labels, polygons = [], []
+    for i, cls, area, (x0, y0, x1, y1), poly in objects:
         if (owner == i).sum() >= MIN_VISIBLE * area and x1 - x0 >= 1 and y1 - y0 >= 1:
             labels.append((cls, (x0 + x1) / 2 / n, (y0 + y1) / 2 / n, (x1 - x0) / n, (y1 - y0) / n))
-    return _finish(img, rng), labels
+            polygons.append(poly)
+    return _finish(img, rng), labels, polygons
+
+
+def clip_polygon(poly: np.ndarray, size: float) -> np.ndarray:
+    """Sutherland-Hodgman: the part of a polygon (K, 2) inside the square [0, size]^2, as a polygon (K', 2).
+
+    Exact for any simple polygon (convex or not) against the convex window; a concave shape cut by the border may
+    get zero-width edges along it, which add no area.
+    """
+    for axis, bound, keep_below in ((0, 0.0, False), (0, size, True), (1, 0.0, False), (1, size, True)):
+        if not len(poly):
+            break
+        inside = poly[:, axis] <= bound if keep_below else poly[:, axis] >= bound
+        out = []
+        for k in range(len(poly)):
+            current, previous = poly[k], poly[k - 1]
+            if inside[k] != inside[k - 1]:  # the edge crosses the boundary: keep the crossing point
+                t = (bound - previous[axis]) / (current[axis] - previous[axis])
+                crossing = previous + t * (current - previous)
+                crossing[axis] = bound
+                out.append(crossing)
+            if inside[k]:
+                out.append(current)
+        poly = np.array(out).reshape(-1, 2)
+    return poly
+
+
+def _label_lines(
+    task: str, labels: list[tuple[int, float, float, float, float]], polygons: list[np.ndarray], n: int
+) -> str:
+    """The label file of one image in the format of ``task``."""
+    if task == "detect":
+        return "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
+    lines = []
+    for (cls, *_), poly in zip(labels, polygons, strict=True):
+        points = clip_polygon(poly, float(n)) / n
+        lines.append(f"{cls} " + " ".join(f"{v:.6f}" for v in points.reshape(-1)) + "\n")
+    return "".join(lines)
 
 
 def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -272,7 +316,7 @@ def _finish(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def _write_split(
-    root: Path, split: str, seeds: list[np.random.SeedSequence], imgsz: int, style: SceneStyle
+    root: Path, split: str, seeds: list[np.random.SeedSequence], imgsz: int, style: SceneStyle, task: str = "detect"
 ) -> dict[str, int]:
     """Render and write one split; return simple statistics for meta.json."""
     img_dir, lab_dir = root / "images" / split, root / "labels" / split
@@ -280,11 +324,10 @@ def _write_split(
     lab_dir.mkdir(parents=True, exist_ok=True)
     stats = {"images": len(seeds), "objects": 0, "empty_images": 0}
     for idx, ss in enumerate(seeds):
-        img, labels = _render(np.random.default_rng(ss), imgsz, style)
+        img, labels, polygons = _render(np.random.default_rng(ss), imgsz, style)
         if not cv2.imwrite(str(img_dir / f"{idx:06d}.png"), img):
             raise OSError(f"could not write {img_dir / f'{idx:06d}.png'}")
-        lines = "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
-        (lab_dir / f"{idx:06d}.txt").write_text(lines)
+        (lab_dir / f"{idx:06d}.txt").write_text(_label_lines(task, labels, polygons, imgsz))
         stats["objects"] += len(labels)
         stats["empty_images"] += not labels
     return stats
@@ -324,9 +367,12 @@ def make_synthetic_dataset(
     imgsz: int = 128,
     seed: int = 0,
     style: str = "hard",
+    task: str = "detect",
     overwrite: bool = False,
 ) -> Path:
     """Write the dataset under root and return the path of its data.yaml (absolute `path:` inside).
+
+    ``task`` is the label format (:data:`TASKS`); images are the same for every task.
 
     Cached: if meta.json records the same parameters (and generator version) nothing is rewritten. meta.json is
     written last, so an interrupted run is never mistaken for a complete one and is regenerated next time.
@@ -335,6 +381,8 @@ def make_synthetic_dataset(
         raise ValueError("need num_train >= 1, num_val >= 1 and imgsz >= 16")
     if style not in STYLES:
         raise ValueError(f"style={style!r} is not one of {list(STYLES)}")
+    if task not in TASKS:
+        raise ValueError(f"task={task!r} is not one of {list(TASKS)}")
     scene = STYLES[style]
     root = Path(root).expanduser().resolve()
     yaml_path, meta_path = root / "data.yaml", root / "meta.json"
@@ -342,6 +390,8 @@ def make_synthetic_dataset(
     params["names"] = list(scene.classes)
     if style != "hard":  # the hard style's caches predate styles: keep their key unchanged
         params["style"] = json.loads(json.dumps({"name": style, **asdict(scene)}))  # tuples as JSON lists
+    if task != "detect":  # detect caches predate tasks: keep their key unchanged
+        params["task"] = task
     if not overwrite and meta_path.exists() and yaml_path.exists():
         try:
             cached = json.loads(meta_path.read_text()).get("params")
@@ -356,8 +406,8 @@ def make_synthetic_dataset(
     (root / _MARKER).touch()
     train_ss, val_ss = np.random.SeedSequence(seed).spawn(2)  # disjoint streams: no train/val duplicates
     stats = {
-        "train": _write_split(root, "train", train_ss.spawn(num_train), imgsz, scene),
-        "val": _write_split(root, "val", val_ss.spawn(num_val), imgsz, scene),
+        "train": _write_split(root, "train", train_ss.spawn(num_train), imgsz, scene, task),
+        "val": _write_split(root, "val", val_ss.spawn(num_val), imgsz, scene, task),
     }
     _write_atomic(yaml_path, _data_yaml(root, scene.classes))
     _write_atomic(meta_path, json.dumps({"params": params, "stats": stats}, indent=2) + "\n")

@@ -1,7 +1,12 @@
-"""``DistillationTrainer``: Ultralytics' DetectionTrainer plus a frozen teacher and distillation losses.
+"""Distillation trainers: Ultralytics' task trainer plus a frozen teacher and distillation losses.
+
+:class:`DistillationMixin` holds everything yolokd adds; it sits in front of the Ultralytics trainer of the
+student's task: ``DistillationTrainer`` (detect, ``DetectionTrainer``), ``SegmentationDistillationTrainer``
+(``SegmentationTrainer``). ``trainer_for(task)`` and ``student_task(model)`` pick one; ``yolokd train`` picks by
+the student model's task.
 
 The Ultralytics trainer keeps doing what it does well (data, augmentation, optimiser, EMA, AMP, validation,
-callbacks, plots, checkpoints). This subclass adds exactly: the teacher and the loss modules (built once the
+callbacks, plots, checkpoints). The mixin adds exactly: the teacher and the loss modules (built once the
 student exists), the student's criterion swap (:class:`~yolokd.engine.criterion.DistillationCriterion`, installed
 once: copies of the student carry Ultralytics' own criterion), the recording of the student's stage outputs inside
 each step, validation and balance measurement, a KD optimiser for trainable KD parts, the KD weight schedule, a NaN
@@ -19,7 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 from ultralytics.models.yolo.detect import DetectionTrainer
-from ultralytics.utils import LOGGER, YAML, colorstr
+from ultralytics.models.yolo.segment import SegmentationTrainer
+from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
+from ultralytics.utils import DEFAULT_CFG, LOGGER, YAML, colorstr
 from ultralytics.utils.torch_utils import unwrap_model
 
 from yolokd.config import Experiment, load_experiment
@@ -66,8 +73,9 @@ def step_kd_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
     return True
 
 
-class DistillationTrainer(DetectionTrainer):
-    """Train an Ultralytics detection student with a teacher and the experiment's distillation losses.
+class DistillationMixin:
+    """Train an Ultralytics student with a teacher and the experiment's distillation losses; put it before the
+    Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
 
     Args:
         experiment: the validated experiment; None when resuming (it is read back from ``kd_state.pt``).
@@ -86,7 +94,7 @@ class DistillationTrainer(DetectionTrainer):
                 LOGGER.warning("resume uses the distillation settings saved with the run, not the ones given now")
             experiment = saved
         if experiment is None:
-            raise ValueError("DistillationTrainer needs an experiment (or resume=<last.pt> of a yolokd run)")
+            raise ValueError(f"{type(self).__name__} needs an experiment (or resume=<last.pt> of a yolokd run)")
         self.experiment = experiment
         self.distiller: Distiller | None = None
         self.kd_optimizer: torch.optim.Optimizer | None = None
@@ -95,11 +103,11 @@ class DistillationTrainer(DetectionTrainer):
         self.epoch_scales: dict[str, float] = {}  # each method's KD scale during this epoch, for results.csv
         self.step_recording = ExitStack()  # the student's stage recording, open from batch start to batch end
         YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
-        self.add_callback("on_train_epoch_start", DistillationTrainer._start_epoch_schedule)
-        self.add_callback("on_train_batch_start", DistillationTrainer._step_schedule)
-        self.add_callback("on_train_batch_end", DistillationTrainer._end_step)
-        self.add_callback("on_train_epoch_end", DistillationTrainer._end_step)  # a step cut short (OOM retry)
-        self.add_callback("on_train_epoch_end", DistillationTrainer._refresh_balance)
+        self.add_callback("on_train_epoch_start", DistillationMixin._start_epoch_schedule)
+        self.add_callback("on_train_batch_start", DistillationMixin._step_schedule)
+        self.add_callback("on_train_batch_end", DistillationMixin._end_step)
+        self.add_callback("on_train_epoch_end", DistillationMixin._end_step)  # a step cut short (OOM retry)
+        self.add_callback("on_train_epoch_end", DistillationMixin._refresh_balance)
 
     # --- building -------------------------------------------------------------------------------------------
     def get_dataset(self):
@@ -345,12 +353,54 @@ class DistillationTrainer(DetectionTrainer):
         )
 
 
+class DistillationTrainer(DistillationMixin, DetectionTrainer):
+    """Distil a detection student (Ultralytics' ``DetectionTrainer``)."""
+
+
+class SegmentationDistillationTrainer(DistillationMixin, SegmentationTrainer):
+    """Distil a segmentation student (Ultralytics' ``SegmentationTrainer``)."""
+
+
+TRAINERS: dict[str, type[DistillationMixin]] = {
+    "detect": DistillationTrainer,
+    "segment": SegmentationDistillationTrainer,
+}
+
+
+def trainer_for(task: str) -> type[DistillationMixin]:
+    """The distillation trainer of an Ultralytics task; a ValueError naming the supported tasks otherwise."""
+    if task not in TRAINERS:
+        raise ValueError(f"yolokd cannot distil {task} students (yet); supported tasks: {', '.join(TRAINERS)}")
+    return TRAINERS[task]
+
+
+def student_task(model: str | Path) -> str:
+    """Ultralytics' task of a student ``model=``: a model YAML by its head, a checkpoint file by its model."""
+    path = Path(str(model))
+    if path.suffix == ".pt" and path.is_file():
+        loaded, _ = load_checkpoint(path)
+        return guess_model_task(loaded)
+    if path.suffix in {".yaml", ".yml"}:
+        return guess_model_task(yaml_model_load(path))  # the head named in the YAML (Segment -> segment)
+    return guess_model_task(str(model))  # a release name such as yolov8n-seg.pt: by its name
+
+
+def _trainer_class(experiment: Experiment | None, resume: str | bool | None) -> type[DistillationMixin]:
+    """By the student's task: the experiment's ``model``, or on a resume the ``last.pt`` being resumed."""
+    if isinstance(resume, str | Path) and str(resume):
+        return trainer_for(student_task(resume))
+    if experiment is None:  # resume=True without an experiment: Ultralytics finds the run; detect as before
+        return DistillationTrainer
+    return trainer_for(student_task(experiment.train_args.get("model", DEFAULT_CFG.model or "yolov8n.yaml")))
+
+
 def train_experiment(experiment: Experiment | None, resume: str | bool | None = None) -> Path:
-    """Train one experiment (or resume one from its ``last.pt``) and return the run directory."""
+    """Train one experiment (or resume one from its ``last.pt``) with the trainer of its student's task; return the
+    run directory."""
     overrides = dict(experiment.train_args) if experiment is not None else {}
     if resume:
         overrides["resume"] = str(resume) if not isinstance(resume, bool) else True
-    trainer = DistillationTrainer(experiment, overrides=overrides)
+    trainer = _trainer_class(experiment, resume)(experiment, overrides=overrides)
     trainer.train()
     return trainer.save_dir
 
@@ -362,7 +412,7 @@ def measure_experiment_balance(experiment: Experiment) -> tuple[BalanceReport, P
     """
     if not experiment.distill:
         raise ValueError("balance: the experiment has no distill methods; add at least one under 'distill:'")
-    trainer = DistillationTrainer(experiment, overrides=dict(experiment.train_args))
+    trainer = _trainer_class(experiment, None)(experiment, overrides=dict(experiment.train_args))
     trainer._setup_train()  # builds data, student, teacher, losses; measures, prints and writes the balance
     if trainer.balance is None:  # balance.start_epoch > 0: training measures it later, on the warmed-up student
         LOGGER.warning(

@@ -11,12 +11,13 @@ from torch import nn
 from yolokd.heads.base import HeadAdapter, check_head_pair, head_of
 from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.heads.recorder import StageRecorder
+from yolokd.heads.segment import SegmentHeadAdapter
 
-ADAPTERS: tuple[type[HeadAdapter], ...] = (DetectHeadAdapter,)
+ADAPTERS: tuple[type[HeadAdapter], ...] = (DetectHeadAdapter, SegmentHeadAdapter)
 
 # Ultralytics task names as they appear in head class names (Segment26 -> segment), most specific first.
 TASK_NAMES = ("semantic", "segment", "pose", "obb", "classify", "depth")
-PLANNED_TASKS = ("segment", "pose", "obb")
+PLANNED_TASKS = ("segment", "pose", "obb")  # segment: Segment26 (YOLO26-seg) only
 
 
 class UnsupportedHeadError(ValueError):
@@ -46,6 +47,7 @@ __all__ = [
     "ADAPTERS",
     "DetectHeadAdapter",
     "HeadAdapter",
+    "SegmentHeadAdapter",
     "StageRecorder",
     "UnsupportedHeadError",
     "adapter_for",

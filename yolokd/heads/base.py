@@ -104,6 +104,11 @@ def head_of(model: nn.Module) -> nn.Module | None:
 
 def check_head_pair(teacher: HeadSpec, student: HeadSpec) -> None:
     """Raise a ValueError naming the mismatch when a teacher's head cannot supervise the student's."""
+    if teacher.task != student.task:
+        raise ValueError(
+            f"the teacher is a {teacher.task} model ({teacher.family}) but the student is a {student.task} model "
+            f"({student.family}): teacher and student must be of the same task; pick a {student.task} teacher"
+        )
     if teacher.num_classes != student.num_classes:
         raise ValueError(
             f"teacher predicts {teacher.num_classes} classes but the student predicts {student.num_classes}: "

@@ -64,6 +64,7 @@ class DetectHeadAdapter(HeadAdapter):
             feat_channels=tuple(_in_channels(seq) for seq in head.cv2),
             stage_channels={"box": _out_channels(head.cv2[0][0]), "cls": _out_channels(head.cv3[0][0])},
             num_stages=NUM_HEAD_STAGES,
+            task=self.task,
         )
 
     def branch_modules(self, branch: str, part: str) -> nn.ModuleList:

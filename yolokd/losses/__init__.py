@@ -8,6 +8,7 @@ from yolokd.losses.dfd import DFDLoss
 from yolokd.losses.fgd import FGDLoss
 from yolokd.losses.gdetkd import GDetKDLoss
 from yolokd.losses.ld import LDLoss
+from yolokd.losses.maskkd import MaskKDLoss
 from yolokd.losses.mgd import MGDLoss
 from yolokd.losses.mimic import MimicLoss
 from yolokd.losses.pgd import PGDLoss
@@ -27,6 +28,7 @@ LOSSES: dict[str, type[DistillLoss]] = {
         PGDLoss,
         FGDLoss,
         GDetKDLoss,
+        MaskKDLoss,
     )
 }
 

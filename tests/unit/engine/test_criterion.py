@@ -5,13 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 from ultralytics.cfg import get_cfg
-from ultralytics.nn.tasks import DetectionModel
-from ultralytics.utils.loss import E2ELoss, v8DetectionLoss
+from ultralytics.nn.tasks import DetectionModel, SegmentationModel
+from ultralytics.utils.loss import E2ELoss, v8DetectionLoss, v8SegmentationLoss
 
 from yolokd.engine.criterion import DistillationCriterion, student_loss_and_targets
 from yolokd.heads import StageRecorder
 
-STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss)]
+STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss), ("yolov8n-seg.yaml", v8SegmentationLoss)]
+STUDENT_IDS = ["v8DetectionLoss", "E2ELoss", "v8SegmentationLoss"]
 
 
 class StubDistiller:
@@ -38,7 +39,8 @@ class StubDistiller:
 
 def make_student(model_yaml: str) -> DetectionModel:
     torch.manual_seed(0)
-    model = DetectionModel(model_yaml, nc=3, verbose=False).train()
+    model_class = SegmentationModel if "-seg" in model_yaml else DetectionModel
+    model = model_class(model_yaml, nc=3, verbose=False).train()
     model.args = get_cfg(overrides={"epochs": 10})  # loss gains and the E2E decay horizon Ultralytics reads
     return model
 
@@ -46,15 +48,21 @@ def make_student(model_yaml: str) -> DetectionModel:
 def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
     """Three images at 64 px: two GT boxes in the first, one in the second, none in the third (normalised xywh)."""
     torch.manual_seed(1)
-    return {
+    batch = {
         "img": torch.rand(batch_size, 3, 64, 64),
         "batch_idx": torch.tensor([0.0, 0.0, 1.0]),
         "cls": torch.tensor([[1.0], [0.0], [2.0]]),
         "bboxes": torch.tensor([[0.5, 0.5, 0.4, 0.4], [0.3, 0.3, 0.3, 0.2], [0.3, 0.3, 0.2, 0.2]]),
     }
+    # Instance masks at 1/4 resolution in Ultralytics' overlap format: pixel = 1-based instance index in its image.
+    masks = torch.zeros(batch_size, 16, 16)
+    for image, index, (cx, cy, w, h) in ((0, 1, (8, 8, 6, 6)), (0, 2, (5, 5, 4, 3)), (1, 1, (5, 5, 3, 3))):
+        masks[image, cy - h // 2 : cy + h // 2, cx - w // 2 : cx + w // 2] = index
+    batch["masks"] = masks
+    return batch
 
 
-@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
+@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)
 def test_gt_part_equals_the_students_own_loss(model_yaml, loss_type):
     """Loss vector, logged items and gradients equal ``base(preds, batch)`` exactly, also after E2ELoss' o2m weight
     decays: the criterion calls the student's own loss, it does not re-implement its weighting."""
@@ -77,7 +85,7 @@ def test_gt_part_equals_the_students_own_loss(model_yaml, loss_type):
         DistillationCriterion(base, model, StubDistiller({})).update()  # E2ELoss: o2m 0.8 -> 0.72; v8: nothing
 
 
-@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
+@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)
 def test_targets_are_the_assignment_the_loss_computed(model_yaml, loss_type):
     """Each branch's Targets hold the fg mask, matched GT index and target boxes of that branch's own assigner call,
     and the padded GT it was given (pixels, xyxy); the one2one branch has its own (top-1) assignment."""
@@ -99,7 +107,7 @@ def test_targets_are_the_assignment_the_loss_computed(model_yaml, loss_type):
     assert not any(loss.assigner._forward_hooks for loss in branches.values())  # the capture lived for the call only
 
 
-@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=["v8DetectionLoss", "E2ELoss"])
+@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)
 def test_criterion_total_is_the_gt_loss_plus_batch_size_times_kd_terms(model_yaml, loss_type):
     """``criterion(preds, batch)`` = sum of Ultralytics' loss vector + B x (sum of KD terms); items gain the terms."""
     model, batch = make_student(model_yaml), make_batch()

@@ -4,7 +4,14 @@ import pytest
 import torch
 from ultralytics.nn.tasks import ClassificationModel, DetectionModel, OBBModel, PoseModel, SegmentationModel
 
-from yolokd.heads import ADAPTERS, DetectHeadAdapter, UnsupportedHeadError, adapter_for
+from yolokd.heads import (
+    ADAPTERS,
+    DetectHeadAdapter,
+    SegmentHeadAdapter,
+    UnsupportedHeadError,
+    adapter_for,
+    check_head_pair,
+)
 
 
 def _model(model_class, name: str):
@@ -32,7 +39,6 @@ def test_detect_models_get_the_detect_adapter(name, family, levels):
 @pytest.mark.parametrize(
     ("model_class", "name", "head", "task"),
     [
-        (SegmentationModel, "yolov8n-seg.yaml", "Segment", "segment"),
         (SegmentationModel, "yolo26n-seg.yaml", "Segment26", "segment"),
         (PoseModel, "yolov8n-pose.yaml", "Pose", "pose"),
         (PoseModel, "yolo26n-pose.yaml", "Pose26", "pose"),
@@ -47,9 +53,45 @@ def test_task_heads_that_subclass_detect_are_refused_naming_the_task(model_class
         adapter_for(model)
     message = str(error.value)
     assert f"head is {head}: {task} models are not supported yet" in message and "\n" not in message
-    assert "Detect or v10Detect" in message
+    assert "Detect or v10Detect" in message and "segment models with a Segment head" in message
     with pytest.raises(TypeError, match="DetectHeadAdapter reads"):  # the adapter itself checks the exact type too
         DetectHeadAdapter(model)
+
+
+@pytest.mark.parametrize(("name", "family"), [("yolov8n-seg.yaml", "YOLOv8"), ("yolo11n-seg.yaml", "YOLO11")])
+def test_segment_models_get_the_segment_adapter(name, family):
+    """YOLOv8/11-seg are read by SegmentHeadAdapter, task 'segment'; their views carry mask coefficients and
+    prototypes next to the detection part."""
+    model = _model(SegmentationModel, name).train()
+    adapter = adapter_for(model)
+    assert type(adapter) is SegmentHeadAdapter and adapter.spec.task == "segment"
+    assert adapter.spec.family.startswith(family) and adapter.spec.strides == (8.0, 16.0, 32.0)
+    preds = model(torch.rand(2, 3, 64, 64))
+    view = adapter.build_view(adapter.split_branches(preds)["one2many"])
+    anchors = 8 * 8 + 4 * 4 + 2 * 2
+    assert view.cls_logits.shape == (2, anchors, 3) and view.boxes.shape == (2, anchors, 4)
+    assert view.mask_coefficients.shape == (2, anchors, 32) and view.prototypes.shape == (2, 32, 16, 16)
+
+
+TASK_MODELS = {
+    "detect": (DetectionModel, "yolov8n.yaml"),
+    "segment": (SegmentationModel, "yolov8n-seg.yaml"),
+}
+
+
+@pytest.mark.parametrize("student", list(TASK_MODELS))
+@pytest.mark.parametrize("teacher", list(TASK_MODELS))
+def test_teacher_and_student_of_different_tasks_are_refused(teacher, student):
+    """Every task mismatch is one line naming both tasks; the same task passes."""
+    specs = {role: adapter_for(_model(*TASK_MODELS[task])).spec for role, task in (("t", teacher), ("s", student))}
+    if teacher == student:
+        check_head_pair(specs["t"], specs["s"])
+        return
+    with pytest.raises(ValueError) as error:
+        check_head_pair(specs["t"], specs["s"])
+    message = str(error.value)
+    assert f"teacher is a {teacher} model" in message and f"student is a {student} model" in message
+    assert "same task" in message and "\n" not in message
 
 
 def test_other_models_are_refused_without_a_promise():

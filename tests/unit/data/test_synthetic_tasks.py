@@ -1,0 +1,104 @@
+"""The synthetic set's task labels (``task=segment``): exact from the generator's polygons, same images and objects
+as the detect labels, and the detect output and cache key unchanged."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from yolokd.data import make_synthetic_dataset
+from yolokd.data.synthetic import clip_polygon
+
+SMALL = {"num_train": 6, "num_val": 2, "imgsz": 64, "seed": 2}
+
+
+@pytest.fixture(scope="module")
+def sets(tmp_path_factory) -> dict[str, Path]:
+    """The same small set written as detect and as segment labels."""
+    root = tmp_path_factory.mktemp("tasks")
+    return {task: make_synthetic_dataset(root / task, task=task, **SMALL).parent for task in ("detect", "segment")}
+
+
+def _labels(root: Path) -> dict[str, list[list[float]]]:
+    return {
+        str(p.relative_to(root)): [[float(v) for v in line.split()] for line in p.read_text().splitlines()]
+        for p in sorted(root.glob("labels/*/*.txt"))
+    }
+
+
+def test_clip_polygon_known_area():
+    """A square from -2 to 2 clipped to [0, 4]^2 keeps its quarter 2x2 (area 4); one inside is unchanged."""
+    square = np.array([[-2.0, -2.0], [2.0, -2.0], [2.0, 2.0], [-2.0, 2.0]])
+    clipped = clip_polygon(square, 4.0)
+    assert cv2.contourArea(clipped.astype(np.float32)) == pytest.approx(4.0)
+    assert clipped.min() == 0.0 and clipped.max() == 2.0
+    inside = square + 3.0
+    assert np.array_equal(clip_polygon(inside, 8.0), inside)
+    assert clip_polygon(square - 10.0, 4.0).shape == (0, 2)  # entirely outside
+
+
+def test_clip_polygon_of_a_concave_shape_keeps_the_exact_area():
+    """A cross (concave) half outside the window keeps exactly the area of its inside part."""
+    t = 0.3
+    arm = np.array([[t, t], [t, 1], [-t, 1], [-t, t]])
+    cross = np.concatenate(
+        [np.stack([-arm[:, 1], arm[:, 0]], 1) if k % 2 else arm * (1 if k == 0 else -1) for k in range(4)]
+    )
+    shifted = cross * 4 + [0.0, 4.0]  # centre on the left border x = 0
+    clipped = clip_polygon(shifted, 8.0)
+    window = np.zeros((800, 800), np.uint8)
+    full = np.zeros_like(window)
+    cv2.fillPoly(full, [np.round(shifted * 100).astype(np.int32)], 1)
+    assert clipped[:, 0].min() >= 0
+    assert cv2.contourArea(clipped.astype(np.float32)) == pytest.approx(full.sum() / 1e4, rel=0.02)
+
+
+def test_segment_labels_are_polygons_with_the_detect_boxes(sets):
+    """Segment labels hold one polygon per detect label, same class; its extent is the detect box when the shape is
+    inside the image, and within it when the border cuts the shape (the detect box clamps the full shape's box,
+    which can reach past the visible part)."""
+    detect, segment = _labels(sets["detect"]), _labels(sets["segment"])
+    assert detect.keys() == segment.keys() and sum(len(v) for v in detect.values()) > 0
+    for name, boxes in detect.items():
+        assert len(boxes) == len(segment[name])
+        for (cls, x, y, w, h), (seg_cls, *coords) in zip(boxes, segment[name], strict=True):
+            points = np.array(coords).reshape(-1, 2)
+            assert seg_cls == cls and len(points) >= 3 and points.min() >= 0 and points.max() <= 1
+            extent, box = (
+                np.array([*points.min(0), *points.max(0)]),
+                np.array([x - w / 2, y - h / 2, x + w / 2, y + h / 2]),
+            )
+            assert (extent[:2] >= box[:2] - 2e-6).all() and (extent[2:] <= box[2:] + 2e-6).all()
+            if points.min() > 0 and points.max() < 1:
+                np.testing.assert_allclose(extent, box, atol=2e-6)
+
+
+def test_images_are_identical_and_detect_keeps_its_cache_key(sets):
+    """The images are the same bytes for every task; the detect meta has no task key (old caches stay valid)."""
+    for image in sorted((sets["detect"] / "images").glob("*/*.png")):
+        assert image.read_bytes() == (sets["segment"] / image.relative_to(sets["detect"])).read_bytes()
+    assert "task" not in json.loads((sets["detect"] / "meta.json").read_text())["params"]
+    assert json.loads((sets["segment"] / "meta.json").read_text())["params"]["task"] == "segment"
+
+
+def test_unknown_task_is_refused(tmp_path):
+    """A task the generator does not write is a ValueError naming the valid ones."""
+    with pytest.raises(ValueError, match=r"task='classify' is not one of \['detect', 'segment'"):
+        make_synthetic_dataset(tmp_path, task="classify", **SMALL)
+
+
+def test_ultralytics_reads_the_segment_set(sets):
+    """Ultralytics' YOLODataset (task segment) loads the labels as polygons with boxes."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.data import build_yolo_dataset
+    from ultralytics.data.utils import check_det_dataset
+
+    data = check_det_dataset(str(sets["segment"] / "data.yaml"))
+    cfg = get_cfg(overrides={"task": "segment", "imgsz": 64})
+    dataset = build_yolo_dataset(cfg, str(sets["segment"] / "images" / "train"), 2, data, mode="val")
+    labels = [label for label in dataset.labels if len(label["cls"])]
+    assert labels and all(len(label["segments"]) == len(label["cls"]) for label in labels)
