@@ -24,9 +24,9 @@ def save_untrained_checkpoint(
     statistics, under which activations shrink layer by layer: its head outputs are near-constant and its neck
     features ~1e-6, so KD terms would only measure the student.
     """
-    from ultralytics.nn.tasks import DetectionModel, SegmentationModel, guess_model_task, yaml_model_load
+    from ultralytics.nn.tasks import DetectionModel, OBBModel, SegmentationModel, guess_model_task, yaml_model_load
 
-    model_class = {"detect": DetectionModel, "segment": SegmentationModel}[
+    model_class = {"detect": DetectionModel, "segment": SegmentationModel, "obb": OBBModel}[
         guess_model_task(yaml_model_load(model_yaml))
     ]
     torch.manual_seed(seed)
@@ -51,15 +51,6 @@ def synthetic_data(tmp_path_factory) -> Path:
     from yolokd.data import make_synthetic_dataset
 
     return make_synthetic_dataset(tmp_path_factory.mktemp("synthetic"), num_train=16, num_val=8, imgsz=64, seed=0)
-
-
-@pytest.fixture(scope="session")
-def segment_data(tmp_path_factory) -> Path:
-    """data.yaml of the ``synthetic_data`` set (same images) with segment labels (polygons)."""
-    from yolokd.data import make_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("synthetic_segment")
-    return make_synthetic_dataset(root, num_train=16, num_val=8, imgsz=64, seed=0, task="segment")
 
 
 @pytest.fixture(scope="session")

@@ -30,7 +30,7 @@ class View:
         feats: L tensors (B, D_l, H_l, W_l), the neck outputs that feed the head (Detect inputs).
         cls_logits: (B, A, C) class logits (pre-sigmoid), levels concatenated P3 -> P5.
         box_output: (B, A, 4*R) raw box output: DFL bin logits for R > 1, ltrb distances in grid units for R == 1.
-        boxes: (B, A, 4) decoded boxes, xyxy, pixels.
+        boxes: (B, A, 4) decoded boxes, xyxy, pixels (OBB heads: the axis-aligned box enclosing ``rboxes``).
         anchors: (A, 2) anchor centres, grid units of their own level (cell centre = index + 0.5).
         strides: (A, 1) stride of each anchor's level, pixels per grid unit.
         reg_max: R.
@@ -41,6 +41,9 @@ class View:
             K may differ between teacher and student).
         prototypes: segment heads only, else None: (B, K, H_m, W_m) mask prototypes (H_m = H / 4 for Ultralytics'
             Proto); an anchor's mask logits are ``mask_coefficients[b, a] @ prototypes[b]`` (pre-sigmoid).
+        angles: OBB heads only, else None: (B, A, 1) predicted rotation, radians (Ultralytics' [-pi/4, 3pi/4)).
+        rboxes: OBB heads only, else None: (B, A, 5) decoded rotated boxes, xywhr (centre, size in pixels, angle
+            in radians); ``box_output`` holds the ltrb distances in each box's own rotated frame.
     """
 
     feats: list[Tensor]
@@ -53,6 +56,8 @@ class View:
     stages: dict[str, list[list[Tensor]]] = field(default_factory=dict)
     mask_coefficients: Tensor | None = None
     prototypes: Tensor | None = None
+    angles: Tensor | None = None
+    rboxes: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -78,11 +83,14 @@ class Targets:
     Attributes:
         fg_mask: (B, A) bool, anchors the assigner made positive.
         gt_index: (B, A) long, index into the image's M GT boxes of each anchor's matched GT (valid where fg_mask).
-        target_boxes: (B, A, 4) assigned GT box per anchor, xyxy, pixels (valid where fg_mask).
-        gt_boxes: (B, M, 4) GT boxes padded per image, xyxy, pixels.
+        target_boxes: (B, A, 4) assigned GT box per anchor, xyxy, pixels (valid where fg_mask); for rotated GT the
+            axis-aligned box enclosing it.
+        gt_boxes: (B, M, 4) GT boxes padded per image, xyxy, pixels (rotated GT: the enclosing box).
         gt_labels: (B, M) long GT classes (padding rows are 0 and masked out by ``gt_mask``).
         gt_mask: (B, M) bool, True for real GT rows.
         image_size: (2,) tensor (H, W) of the network input, pixels.
+        target_rboxes: rotated GT (OBB) only, else None: (B, A, 5) assigned GT box per anchor, xywhr, pixels/radians.
+        gt_rboxes: rotated GT (OBB) only, else None: (B, M, 5) GT boxes padded per image, xywhr, pixels/radians.
     """
 
     fg_mask: Tensor
@@ -92,11 +100,22 @@ class Targets:
     gt_labels: Tensor
     gt_mask: Tensor
     image_size: Tensor
+    target_rboxes: Tensor | None = None
+    gt_rboxes: Tensor | None = None
 
     @property
     def num_positives(self) -> Tensor:
         """N_pos: student foreground anchors in the batch, clamped >= 1, as a 0-d float tensor (no host sync)."""
         return self.fg_mask.sum().clamp(min=1).to(torch.float32)
+
+
+def enclosing_boxes(rboxes: Tensor) -> Tensor:
+    """(..., 5) rotated boxes xywhr -> (..., 4) the axis-aligned boxes enclosing them, xyxy, same units."""
+    centre, size, angle = rboxes[..., :2], rboxes[..., 2:4], rboxes[..., 4:5]
+    cos, sin = angle.cos().abs(), angle.sin().abs()
+    half_w, half_h = size[..., :1] / 2, size[..., 1:] / 2
+    extent = torch.cat((half_w * cos + half_h * sin, half_w * sin + half_h * cos), -1)
+    return torch.cat((centre - extent, centre + extent), -1)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""1-epoch KD runs of segment students (task trainer picked by the student's task): every KD term finite and
+"""1-epoch KD runs of segment and OBB students (task trainer picked by the student's task): every KD term finite and
 non-zero, and the saved student is a plain Ultralytics model of its task that loads, validates and exports to ONNX
 with parity."""
 
@@ -16,12 +16,14 @@ import yaml
 from conftest import tiny_train_args
 from ultralytics import YOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
+from ultralytics.models.yolo.obb import OBBTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
-from ultralytics.nn.tasks import SegmentationModel
+from ultralytics.nn.tasks import OBBModel, SegmentationModel
 
 from yolokd.config import load_experiment
 from yolokd.engine.trainer import (
     DistillationTrainer,
+    OBBDistillationTrainer,
     SegmentationDistillationTrainer,
     student_task,
     train_experiment,
@@ -29,6 +31,29 @@ from yolokd.engine.trainer import (
 )
 
 pytestmark = pytest.mark.integration
+
+# Per task: student, teacher, methods (every task term plus methods that read boxes/IoUs and head stages), the KD
+# terms they log, the model class, Ultralytics' own task loss column and a task metric column.
+TASKS = {
+    "segment": dict(
+        student="yolov8n-seg.yaml",
+        teacher="yolov8s-seg.yaml",
+        distill=["bckd", "maskkd", "crosskd"],
+        terms=["bckd_cls", "bckd_loc", "maskkd_mask", "crosskd_cls", "crosskd_loc"],
+        model_class=SegmentationModel,
+        gt_column="seg_loss",
+        metric="metrics/mAP50-95(M)",
+    ),
+    "obb": dict(
+        student="yolov8n-obb.yaml",
+        teacher="yolov8s-obb.yaml",
+        distill=["bckd", "anglekd", "pgd"],
+        terms=["bckd_cls", "bckd_loc", "anglekd_angle", "pgd_cls_fg", "pgd_cls_bg", "pgd_box", "pgd_att"],
+        model_class=OBBModel,
+        gt_column="angle_loss",
+        metric="metrics/mAP50-95(B)",
+    ),
+}
 
 
 def read_row(run_dir: Path) -> dict[str, float]:
@@ -38,82 +63,104 @@ def read_row(run_dir: Path) -> dict[str, float]:
 
 
 @pytest.fixture(scope="module")
-def segment_run(segment_data, calibrated_teacher, tmp_path_factory) -> Path:
-    """A 1-epoch YOLOv8n-seg run distilled from a calibrated YOLOv8s-seg: BCKD + mask KD + CrossKD (stages)."""
+def task_data(tmp_path_factory):
+    """Factory: the synthetic set (same images as ``synthetic_data``) with the labels of a task."""
+    from yolokd.data import make_synthetic_dataset
+
+    root = tmp_path_factory.mktemp("task_data")
+    return lambda task: make_synthetic_dataset(root / task, num_train=16, num_val=8, imgsz=64, seed=0, task=task)
+
+
+@pytest.fixture(scope="module", params=list(TASKS))
+def task_run(request, task_data, calibrated_teacher, tmp_path_factory) -> tuple[str, Path, Path]:
+    """(task, data.yaml, run folder) of a 1-epoch run of the task's student from a calibrated teacher."""
+    task, spec = request.param, TASKS[request.param]
+    data = task_data(task)
     experiment = load_experiment(
         {
-            **tiny_train_args(segment_data, tmp_path_factory.mktemp("seg"), "run", model="yolov8n-seg.yaml"),
-            "teacher": str(calibrated_teacher("yolov8s-seg.yaml")),
-            "distill": [{"loss": "bckd"}, {"loss": "maskkd"}, {"loss": "crosskd"}],
+            **tiny_train_args(data, tmp_path_factory.mktemp(task), "run", model=spec["student"]),
+            "teacher": str(calibrated_teacher(spec["teacher"])),
+            "distill": [{"loss": name} for name in spec["distill"]],
         }
     )
-    return train_experiment(experiment)
+    return task, data, train_experiment(experiment)
 
 
-def test_segment_run_logs_every_kd_term_and_the_mask_loss(segment_run):
-    """Ultralytics' segment loss columns (seg_loss) and every KD term, finite and > 0, in train and val."""
-    row = read_row(segment_run)
-    assert row["train/seg_loss"] > 0 and "metrics/mAP50-95(M)" in row
-    for term in ("bckd_cls", "bckd_loc", "maskkd_mask", "crosskd_cls", "crosskd_loc"):
+def test_run_logs_the_task_loss_and_every_kd_term(task_run):
+    """Ultralytics' task loss and metric columns, and every KD term finite and > 0 in train and val."""
+    task, _, run_dir = task_run
+    row, spec = read_row(run_dir), TASKS[task]
+    assert row[f"train/{spec['gt_column']}"] > 0 and spec["metric"] in row
+    assert yaml.safe_load((run_dir / "args.yaml").read_text())["task"] == task
+    for term in spec["terms"]:
         for split in ("train", "val"):
             value = row[f"{split}/{term}"]
             assert math.isfinite(value) and value > 0, f"{split}/{term}"
 
 
-def test_segment_student_is_a_plain_ultralytics_segmentation_model(segment_run, segment_data, synthetic_names):
-    """best.pt holds a SegmentationModel with a fresh one's state keys and no KD residue; YOLO validates it as a
-    segment model over every GT instance."""
-    best = segment_run / "weights" / "best.pt"
+def test_student_is_a_plain_ultralytics_model_of_its_task(task_run, synthetic_names):
+    """best.pt holds the task's model class with a fresh one's state keys and no KD residue; YOLO validates it as a
+    model of that task over the val split's GT."""
+    task, data, run_dir = task_run
+    spec = TASKS[task]
+    best = run_dir / "weights" / "best.pt"
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     model = ckpt.get("ema") or ckpt["model"]
-    assert type(model) is SegmentationModel and not {"distill", "teacher", "kd_state"} & set(ckpt)
-    fresh = SegmentationModel("yolov8n-seg.yaml", nc=len(synthetic_names), verbose=False)
+    assert type(model) is spec["model_class"] and not {"distill", "teacher", "kd_state"} & set(ckpt)
+    fresh = spec["model_class"](spec["student"], nc=len(synthetic_names), verbose=False)
     assert set(model.state_dict()) == set(fresh.state_dict()) and getattr(model, "criterion", None) is None
     yolo = YOLO(str(best))
-    assert yolo.task == "segment"
-    metrics = yolo.val(data=str(segment_data), imgsz=64, batch=8, device="cpu", plots=False, verbose=False)
-    assert metrics.names == synthetic_names and hasattr(metrics, "seg") and int(metrics.nt_per_class.sum()) > 0
+    assert yolo.task == task
+    metrics = yolo.val(data=str(data), imgsz=64, batch=8, device="cpu", plots=False, verbose=False)
+    assert metrics.names == synthetic_names and int(metrics.nt_per_class.sum()) > 0
 
 
-def test_segment_student_exports_to_onnx_with_parity(segment_run):
-    """Ultralytics' ONNX export of best.pt: ONNX Runtime's detections+coefficients and prototypes match PyTorch."""
-    best = segment_run / "weights" / "best.pt"
+def test_student_exports_to_onnx_with_parity(task_run):
+    """Ultralytics' ONNX export of best.pt: ONNX Runtime's outputs (decoded boxes, scores and the task's extras:
+    mask coefficients + prototypes, angles) match PyTorch's."""
+    _, _, run_dir = task_run
+    best = run_dir / "weights" / "best.pt"
     onnx_path = Path(YOLO(str(best)).export(format="onnx", imgsz=64, device="cpu", simplify=False))
     model = YOLO(str(best)).model.float().eval()
     image = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        (decoded, proto), _ = model(image)
+        outputs, _ = model(image)
+    expected = list(outputs) if isinstance(outputs, tuple) else [outputs]
     session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    outputs = session.run(None, {session.get_inputs()[0].name: image.numpy()})
-    assert len(outputs) == 2
-    np.testing.assert_allclose(outputs[0], decoded.numpy(), atol=1e-3, rtol=1e-3)
-    np.testing.assert_allclose(outputs[1], proto.numpy(), atol=1e-3, rtol=1e-3)
+    got = session.run(None, {session.get_inputs()[0].name: image.numpy()})
+    assert len(got) == len(expected)
+    for mine, reference in zip(got, expected, strict=True):
+        np.testing.assert_allclose(mine, reference.numpy(), atol=1e-3, rtol=1e-3)
 
 
-def test_train_picks_the_trainer_by_the_students_task(segment_run):
-    """The student's task picks the trainer (a YAML by its head, a checkpoint by its model); the run says segment."""
-    assert yaml.safe_load((segment_run / "args.yaml").read_text())["task"] == "segment"
-    assert (
-        student_task("yolov8n-seg.yaml") == "segment" and student_task(segment_run / "weights" / "last.pt") == "segment"
-    )
-    assert student_task("yolov8n.yaml") == "detect" and trainer_for("detect") is DistillationTrainer
-    assert trainer_for("segment") is SegmentationDistillationTrainer
-    assert issubclass(DistillationTrainer, DetectionTrainer) and issubclass(
-        SegmentationDistillationTrainer, SegmentationTrainer
-    )
+def test_train_picks_the_trainer_by_the_students_task(task_run):
+    """The student's task picks the trainer: a YAML by its head, a checkpoint by its model."""
+    task, _, run_dir = task_run
+    assert student_task(TASKS[task]["student"]) == task and student_task(run_dir / "weights" / "last.pt") == task
+    assert student_task("yolov8n.yaml") == "detect"
+    pairs = {
+        "detect": (DistillationTrainer, DetectionTrainer),
+        "segment": (SegmentationDistillationTrainer, SegmentationTrainer),
+        "obb": (OBBDistillationTrainer, OBBTrainer),
+    }
+    for name, (ours, theirs) in pairs.items():
+        assert trainer_for(name) is ours and issubclass(ours, theirs)
     with pytest.raises(ValueError, match="cannot distil classify students"):
         trainer_for("classify")
 
 
-def test_a_detect_teacher_for_a_segment_student_is_refused(segment_data, calibrated_teacher, tmp_path):
-    """A detect teacher with a segment student stops when the run is built, in one line naming both tasks."""
+@pytest.mark.parametrize(
+    ("student", "teacher"), [("yolov8n-seg.yaml", "yolov8s.yaml"), ("yolov8n-obb.yaml", "yolov8s-seg.yaml")]
+)
+def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calibrated_teacher, tmp_path):
+    """A teacher of another task stops the run when it is built, in one line naming both tasks."""
+    task = student_task(student)
     experiment = load_experiment(
         {
-            **tiny_train_args(segment_data, tmp_path, "run", model="yolov8n-seg.yaml"),
-            "teacher": str(calibrated_teacher("yolov8s.yaml")),
+            **tiny_train_args(task_data(task), tmp_path, "run", model=student),
+            "teacher": str(calibrated_teacher(teacher)),
             "distill": [{"loss": "bckd"}],
         }
     )
-    with pytest.raises(ValueError, match=r"teacher is a detect model .* student is a segment model") as error:
+    with pytest.raises(ValueError, match=rf"teacher is a {student_task(teacher)} model .* student is a {task} model"):
         train_experiment(experiment)
-    assert "\n" not in str(error.value)

@@ -19,7 +19,9 @@ Labels are the tight box of the full (unoccluded) shape, clipped to the image (`
 exact from the same polygons, for the other Ultralytics tasks: ``segment``, the shape's polygon clipped to the image
 (Sutherland-Hodgman, so the visible area is exact; Ultralytics derives the box from it: the detect label's box
 for a shape inside the image, a tighter one where the border cuts a shape whose clamped full box reaches past the
-visible part). The
+visible part); ``obb``, the minimum-area rotated rectangle of that clipped polygon (``cv2.minAreaRect``) as four
+corners, exact for a shape inside the image (the rectangle of the shape itself); where the border cuts a shape its
+corners are clamped to the image, as Ultralytics requires. The
 same objects are labelled for every task, and the pixels are identical. Everything is derived from
 ``numpy.random.default_rng`` with one child seed per image, so the same arguments give byte-identical files.
 """
@@ -43,7 +45,7 @@ GENERATOR_VERSION = "yolokd-synthetic-1"  # bump whenever the pixels or labels c
 MIN_VISIBLE = 0.35  # objects less visible than this are unlabelled: a detector should not be asked to find them
 SUPERSAMPLE = 4
 _MARKER = ".yolokd_synthetic"  # proves a folder is ours before we delete anything in it
-TASKS = ("detect", "segment")  # label formats the generator writes (Ultralytics task names)
+TASKS = ("detect", "segment", "obb")  # label formats the generator writes (Ultralytics task names)
 
 
 @dataclass(frozen=True)
@@ -301,7 +303,10 @@ def _label_lines(
         return "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
     lines = []
     for (cls, *_), poly in zip(labels, polygons, strict=True):
-        points = clip_polygon(poly, float(n)) / n
+        points = clip_polygon(poly, float(n))
+        if task == "obb":  # the rotated rectangle: four corners
+            points = cv2.boxPoints(cv2.minAreaRect(points.astype(np.float32))).astype(np.float64).clip(0, n)
+        points = points / n
         lines.append(f"{cls} " + " ".join(f"{v:.6f}" for v in points.reshape(-1)) + "\n")
     return "".join(lines)
 

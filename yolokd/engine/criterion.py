@@ -26,7 +26,7 @@ from ultralytics.utils.loss import E2ELoss
 
 from yolokd.engine.distiller import Distiller
 from yolokd.heads import adapter_for
-from yolokd.views import Targets
+from yolokd.views import Targets, enclosing_boxes
 
 
 def branch_losses(base: object) -> dict[str, Any]:
@@ -41,7 +41,9 @@ class AssignmentHook:
 
     Ultralytics' task-aligned assigners take ``(scores, boxes, anchor points, gt_labels (B, M, 1), gt_boxes (B, M, 4)
     xyxy pixels, gt_mask (B, M, 1))`` and return ``(labels, target_boxes (B, A, 4) xyxy pixels, target_scores,
-    fg_mask (B, A), gt_index (B, A))``: read here, once.
+    fg_mask (B, A), gt_index (B, A))``: read here, once. The rotated assigner (OBB) takes and returns xywhr boxes
+    (B, M, 5) / (B, A, 5): they become ``gt_rboxes``/``target_rboxes`` (copied: v8OBBLoss rescales its targets in
+    place afterwards), and ``gt_boxes``/``target_boxes`` their enclosing xyxy boxes.
     """
 
     def __init__(self, captured: dict[str, list[Targets]], branch: str, image_size: Tensor) -> None:
@@ -52,6 +54,10 @@ class AssignmentHook:
     def __call__(self, module: nn.Module, args: tuple, output: tuple) -> None:
         gt_labels, gt_boxes, gt_mask = args[3:6]
         _, target_boxes, _, fg_mask, gt_index = output
+        rotated = {}
+        if gt_boxes.shape[-1] == 5:  # xywhr
+            rotated = {"gt_rboxes": gt_boxes, "target_rboxes": target_boxes.clone()}
+            gt_boxes, target_boxes = enclosing_boxes(gt_boxes), enclosing_boxes(target_boxes)
         targets = Targets(
             fg_mask=fg_mask.bool(),
             gt_index=gt_index,
@@ -60,6 +66,7 @@ class AssignmentHook:
             gt_labels=gt_labels.squeeze(-1).long(),
             gt_mask=gt_mask.squeeze(-1).bool(),
             image_size=self.image_size,
+            **rotated,
         )
         self.captured.setdefault(self.branch, []).append(targets)
 

@@ -10,14 +10,15 @@ from torch import nn
 
 from yolokd.heads.base import HeadAdapter, check_head_pair, head_of
 from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.heads.obb import OBBHeadAdapter
 from yolokd.heads.recorder import StageRecorder
 from yolokd.heads.segment import SegmentHeadAdapter
 
-ADAPTERS: tuple[type[HeadAdapter], ...] = (DetectHeadAdapter, SegmentHeadAdapter)
+ADAPTERS: tuple[type[HeadAdapter], ...] = (DetectHeadAdapter, SegmentHeadAdapter, OBBHeadAdapter)
 
 # Ultralytics task names as they appear in head class names (Segment26 -> segment), most specific first.
 TASK_NAMES = ("semantic", "segment", "pose", "obb", "classify", "depth")
-PLANNED_TASKS = ("segment", "pose", "obb")  # segment: Segment26 (YOLO26-seg) only
+PLANNED_TASKS = ("segment", "pose", "obb")  # segment and obb: their YOLO26 heads only
 
 
 class UnsupportedHeadError(ValueError):
@@ -47,6 +48,7 @@ __all__ = [
     "ADAPTERS",
     "DetectHeadAdapter",
     "HeadAdapter",
+    "OBBHeadAdapter",
     "SegmentHeadAdapter",
     "StageRecorder",
     "UnsupportedHeadError",

@@ -1,5 +1,6 @@
 """Distillation methods, one module each; ``LOSSES`` is the index of them by their config name."""
 
+from yolokd.losses.anglekd import AngleKDLoss
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import BCKDLoss
 from yolokd.losses.crosskd import CrossKDLoss
@@ -29,6 +30,7 @@ LOSSES: dict[str, type[DistillLoss]] = {
         FGDLoss,
         GDetKDLoss,
         MaskKDLoss,
+        AngleKDLoss,
     )
 }
 

@@ -13,6 +13,11 @@ foreground anchors N_pos (the paper's normalisation), then the trainer multiplie
 Ultralytics scales its own loss. The reference code's "skip a level that has no positive" gating is an
 artefact of its per-level loop and is not reproduced. The paper's eq. 9 says IoU; its code uses GIoU, which
 we follow. Teacher and student may have different ``reg_max`` (e.g. YOLO26 -> YOLOv8): each decodes its own.
+
+OBB (rotated boxes): GIoU has no rotated form; ``bckd_loc`` is ``1 - ProbIoU(b_s, b_t)`` on the decoded xywhr
+boxes (Ultralytics' ``probiou``, the IoU its OBB loss and assigner use; Llerena et al., arXiv:2106.06072), which
+compares the boxes as 2-D Gaussians and so includes the angle (modulo pi; a square's angle is free, as it is for
+the box itself). It is ~3e-4, not 0, at identical boxes (ProbIoU's eps). The cls term is unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
+from ultralytics.utils.metrics import probiou
 
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.views import Targets, View
@@ -61,6 +67,25 @@ def bckd_loc_loss(
     return (weight * giou_loss).sum()
 
 
+def bckd_rotated_loc_loss(
+    student_rboxes: Tensor, teacher_rboxes: Tensor, student_logits: Tensor, teacher_logits: Tensor
+) -> Tensor:
+    """ProbIoU-based localisation distillation for rotated boxes (OBB), summed.
+
+    Args:
+        student_rboxes: (N, 5) student boxes, xywhr (pixels, radians).
+        teacher_rboxes: (N, 5) teacher boxes, xywhr, same units (detached here).
+        student_logits: (N, C) student class logits (only used, detached, for the weight).
+        teacher_logits: (N, C) teacher class logits (detached).
+
+    Returns:
+        0-d tensor: ``Σ_a max_c |σ(t_ac) - σ(s_ac)| * (1 - ProbIoU(b_s, b_t))``.
+    """
+    weight = (teacher_logits.detach().sigmoid() - student_logits.detach().sigmoid()).abs().amax(dim=1)
+    iou = probiou(teacher_rboxes.detach(), student_rboxes).squeeze(-1)
+    return (weight * (1 - iou)).sum()
+
+
 @dataclass
 class BCKDParams(LossParams):
     """BCKD weights (paper defaults).
@@ -87,17 +112,23 @@ class BCKDLoss(DistillLoss):
         teacher_logits = teacher.cls_logits.float().reshape(-1, num_classes)
         num_pos = targets.num_positives
         cls_term = bckd_cls_loss(student_logits, teacher_logits) / num_pos
-        loc_term = (
-            bckd_loc_loss(
+        if student.rboxes is not None:  # OBB: ProbIoU on rotated boxes (module docstring)
+            loc_sum = bckd_rotated_loc_loss(
+                student.rboxes.float().reshape(-1, 5),
+                teacher.rboxes.float().reshape(-1, 5),
+                student_logits,
+                teacher_logits,
+            )
+        else:
+            loc_sum = bckd_loc_loss(
                 student.boxes.float().reshape(-1, 4),
                 teacher.boxes.float().reshape(-1, 4),
                 student_logits,
                 teacher_logits,
             )
-            / num_pos
-        )
+        loc_term = loc_sum / num_pos
         cls_name, loc_name = self.term_names
         return {cls_name: self.params.cls_weight * cls_term, loc_name: self.params.loc_weight * loc_term}
 
 
-__all__ = ["BCKDLoss", "BCKDParams", "bckd_cls_loss", "bckd_loc_loss"]
+__all__ = ["BCKDLoss", "BCKDParams", "bckd_cls_loss", "bckd_loc_loss", "bckd_rotated_loc_loss"]

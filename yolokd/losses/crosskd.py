@@ -29,6 +29,10 @@ YOLO adaptation:
   while on one2many it reaches the head stages before the cut, the neck and the backbone.
 - Precision. Under CUDA AMP the teacher is stored in fp16: the cross pass runs in the teacher's dtype with
   autocast off and returns fp32 (the teacher adapter's ``run_tail``); the KD maths stays fp32.
+- Segment and OBB heads. The cross pass runs the box and cls towers, which these heads share with Detect; the mask
+  and angle towers are not crossed (mask KD and angle KD are ``maskkd``/``anglekd``). On OBB the box KD is the DFL
+  KL of the ltrb distances, which live in the frame of the teacher's angle at that anchor (the cross-head box and
+  the teacher's box share it); there is no reg_max = 1 OBB head here (OBB26 is not supported yet).
 """
 
 from __future__ import annotations

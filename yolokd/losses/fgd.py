@@ -29,6 +29,10 @@ Terms: ``fgd_fg`` (α), ``fgd_bg`` (β), ``fgd_att`` (γ, the paper's attention 
 ``fgd_global`` (λ). Scale, measured on the synthetic set (demo-trained YOLOv8s teacher at 128 px, YOLOv8n from
 scratch, first epoch): fg / bg / att / global were 13 / 2.1 / 0.60 / 0.30 against GT loss items box / cls / dfl of
 6.4 / 5.1 / 4.2.
+
+OBB (rotated boxes): the foreground mask is built from the axis-aligned boxes enclosing the rotated GT
+(``Targets.gt_boxes``): FGD's masks are per-box rectangles on the grid with a 1/area weight, and the enclosing box is
+the rectangle the rotated object touches (its corners add some background to the foreground).
 """
 
 from __future__ import annotations

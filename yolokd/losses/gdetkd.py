@@ -53,6 +53,9 @@ YOLO adaptation:
   (Ultralytics' ``freeze`` can freeze the whole head).
 - Terms ``gdetkd_sgfi`` and ``gdetkd_ckd`` are means over the batch's RoIs, weight 1.0 each (the paper sums
   L_gt + L_feat + L_ckd); the trainer multiplies them by the batch size, as for every method.
+- OBB (rotated boxes): RoIAlign pools axis-aligned RoIs, so RoIs, their level, the IoU > 0.5 positive test and the
+  CKD overlap exclusion use the boxes enclosing the student's rotated predictions and the rotated GT
+  (``View.boxes``, ``Targets.gt_boxes``).
 """
 
 from __future__ import annotations

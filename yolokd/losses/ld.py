@@ -26,6 +26,9 @@ and ``w_a ∝ w_u``). ``weight`` keeps the paper's 0.25 and its meaning (LD rela
 student's TAL assignment (``Targets.fg_mask``). LD needs DFL heads (reg_max > 1) with the same R on both sides:
 YOLO26 (reg_max = 1, direct ltrb) is refused when the run is built; use ``bckd`` (IoU-based localisation KD) or
 ``crosskd`` (GIoU for reg_max = 1 teachers) instead.
+
+OBB (rotated boxes): an OBB head's distributions are the ltrb distances in the frame of the anchor's own angle, so
+LD distils them as for detect (the teacher's angle fixes that frame); the angle itself is ``anglekd``'s term.
 """
 
 from __future__ import annotations

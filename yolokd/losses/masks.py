@@ -20,15 +20,28 @@ def points_in_boxes(points: Tensor, boxes: Tensor, box_mask: Tensor) -> Tensor:
 
     Args:
         points: (A, 2) point coordinates (x, y), pixels.
-        boxes: (B, M, 4) boxes, xyxy, pixels (padding rows allowed).
+        boxes: (B, M, 4) boxes, xyxy, pixels (padding rows allowed); or (B, M, 5) rotated boxes, xywhr (pixels,
+            radians), tested in each box's own frame.
         box_mask: (B, M) bool, True for real boxes; padding rows contain no point.
 
     Returns:
         (B, M, A) bool.
     """
+    if boxes.shape[-1] == 5:
+        return _points_in_rotated_boxes(points, boxes, box_mask)
     x, y = points[:, 0], points[:, 1]  # (A,)
     x1, y1, x2, y2 = (boxes[..., i : i + 1] for i in range(4))  # (B, M, 1) each
     margin = torch.minimum(torch.minimum(x - x1, y - y1), torch.minimum(x2 - x, y2 - y))
+    return (margin > INSIDE_EPS) & box_mask.unsqueeze(-1)
+
+
+def _points_in_rotated_boxes(points: Tensor, rboxes: Tensor, box_mask: Tensor) -> Tensor:
+    """points_in_boxes for (B, M, 5) xywhr boxes: the point's offset from the centre, turned into the box's frame."""
+    offset = points - rboxes[..., None, :2]  # (B, M, A, 2)
+    cos, sin = rboxes[..., 4:5].cos(), rboxes[..., 4:5].sin()  # (B, M, 1)
+    along_w = offset[..., 0] * cos + offset[..., 1] * sin
+    along_h = -offset[..., 0] * sin + offset[..., 1] * cos
+    margin = torch.minimum(rboxes[..., 2:3] / 2 - along_w.abs(), rboxes[..., 3:4] / 2 - along_h.abs())
     return (margin > INSIDE_EPS) & box_mask.unsqueeze(-1)
 
 

@@ -29,6 +29,9 @@ YOLO adaptation:
   their number of non-zero cells, the cls sums by B; level λ multiplies α and β terms only. The box feature term is
   ``mean over foreground cells of the batch [w · mean_c(A^C_t (F_t - F_s)²)]`` with the Gaussian weight w itself, its
   attention term ``Σ |A^C_s - A^C_t| / #cells``; eq. 9's extra 1/C is not in the code and not here.
+- OBB (rotated boxes): the quality's IoU is ProbIoU (Ultralytics' ``probiou``, as its rotated assigner uses) between
+  the teacher's decoded xywhr boxes and the rotated GT, so the angle counts, and the inside-GT test (candidates and
+  the background) is done in each GT's rotated frame.
 - Terms: ``pgd_cls_fg`` (α), ``pgd_cls_bg`` (β), ``pgd_box`` (γ), ``pgd_att`` (δ, cls and box attention together).
 - Scale: the defaults are the paper's. Measured on the synthetic set (demo-trained YOLOv8s teacher at 128 px,
   YOLOv8n from scratch, first epoch), pgd_cls_fg / cls_bg / box / att were 19 / 24 / 0.26 / 0.30 against GT loss
@@ -43,7 +46,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from ultralytics.utils.metrics import bbox_iou
+from ultralytics.utils.metrics import bbox_iou, probiou
 
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.common import channel_attention, spatial_attention, stage_aligners
@@ -58,7 +61,15 @@ def _gt_scores_and_ious(teacher_scores: Tensor, teacher_boxes: Tensor, gt_boxes:
     batch, anchors, _ = teacher_scores.shape
     index = gt_labels.unsqueeze(1).expand(batch, anchors, gt_labels.shape[1])  # (B, A, M)
     class_scores = teacher_scores.gather(2, index).transpose(1, 2)  # (B, M, A)
-    ious = bbox_iou(gt_boxes.unsqueeze(2), teacher_boxes.unsqueeze(1), xywh=False).squeeze(-1).clamp(min=0)
+    if gt_boxes.shape[-1] == 5:  # rotated xywhr: ProbIoU
+        shape = (batch, gt_boxes.shape[1], anchors, 5)  # probiou takes (N, 5): pair every GT with every anchor
+        pairs = (
+            gt_boxes.unsqueeze(2).expand(shape).reshape(-1, 5),
+            teacher_boxes.unsqueeze(1).expand(shape).reshape(-1, 5),
+        )
+        ious = probiou(*pairs).view(shape[:3]).clamp(min=0)
+    else:
+        ious = bbox_iou(gt_boxes.unsqueeze(2), teacher_boxes.unsqueeze(1), xywh=False).squeeze(-1).clamp(min=0)
     return class_scores, ious
 
 
@@ -76,8 +87,8 @@ def prediction_quality(
 
     Args:
         teacher_scores: (B, A, C) teacher class probabilities (sigmoid of the logits).
-        teacher_boxes: (B, A, 4) teacher boxes, xyxy, pixels.
-        gt_boxes: (B, M, 4) GT boxes, xyxy, pixels (padded).
+        teacher_boxes: (B, A, 4) teacher boxes, xyxy, pixels; or (B, A, 5) xywhr (OBB, with ``gt_boxes`` likewise).
+        gt_boxes: (B, M, 4) GT boxes, xyxy, pixels (padded); or (B, M, 5) xywhr (ProbIoU then).
         gt_labels: (B, M) long GT classes.
         xi: ξ in [0, 1], the weight of localisation against classification.
 
@@ -124,9 +135,9 @@ def prediction_guided_weights(
 
     Args:
         teacher_scores: (B, A, C) teacher class probabilities (detached here).
-        teacher_boxes: (B, A, 4) teacher boxes, xyxy, pixels (detached here).
+        teacher_boxes: (B, A, 4) teacher boxes, xyxy, pixels (detached here); or (B, A, 5) xywhr (OBB).
         anchor_points: (A, 2) anchor centres (x, y), pixels, levels concatenated as in the View.
-        gt_boxes: (B, M, 4) GT boxes, xyxy, pixels (padded).
+        gt_boxes: (B, M, 4) GT boxes, xyxy, pixels (padded); or (B, M, 5) xywhr (OBB: ProbIoU, rotated inside test).
         gt_labels: (B, M) long GT classes.
         gt_mask: (B, M) bool, True for real GT rows.
         k: K, anchors per GT (30 in the paper).
@@ -275,17 +286,19 @@ class PGDLoss(DistillLoss):
     def weight_masks(self, teacher: View, targets: Targets) -> dict[str, Tensor]:
         """PGW cls and box weights and the background indicator, each (B, A), from the teacher's predictions."""
         anchor_points = teacher.anchors * teacher.strides
+        rotated = teacher.rboxes is not None and targets.gt_rboxes is not None  # OBB: rotated boxes and GT
+        gt_boxes = targets.gt_rboxes if rotated else targets.gt_boxes
         cls_weights, box_weights = prediction_guided_weights(
             teacher.cls_logits.float().sigmoid(),
-            teacher.boxes.float(),
+            (teacher.rboxes if rotated else teacher.boxes).float(),
             anchor_points,
-            targets.gt_boxes,
+            gt_boxes,
             targets.gt_labels,
             targets.gt_mask,
             k=self.params.topk,
             xi=(self.params.cls_xi, self.params.box_xi),
         )
-        outside_every_gt = ~points_in_boxes(anchor_points, targets.gt_boxes, targets.gt_mask).any(dim=1)
+        outside_every_gt = ~points_in_boxes(anchor_points, gt_boxes, targets.gt_mask).any(dim=1)
         return {"cls": cls_weights, "box": box_weights, "background": outside_every_gt.float()}
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:

@@ -1,4 +1,4 @@
-"""The synthetic set's task labels (``task=segment``): exact from the generator's polygons, same images and objects
+"""The synthetic set's task labels (``task=segment|obb``): exact from the generator's polygons, same images and objects
 as the detect labels, and the detect output and cache key unchanged."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ SMALL = {"num_train": 6, "num_val": 2, "imgsz": 64, "seed": 2}
 def sets(tmp_path_factory) -> dict[str, Path]:
     """The same small set written as detect and as segment labels."""
     root = tmp_path_factory.mktemp("tasks")
-    return {task: make_synthetic_dataset(root / task, task=task, **SMALL).parent for task in ("detect", "segment")}
+    tasks = ("detect", "segment", "obb")
+    return {task: make_synthetic_dataset(root / task, task=task, **SMALL).parent for task in tasks}
 
 
 def _labels(root: Path) -> dict[str, list[list[float]]]:
@@ -77,10 +78,36 @@ def test_segment_labels_are_polygons_with_the_detect_boxes(sets):
                 np.testing.assert_allclose(extent, box, atol=2e-6)
 
 
+def test_obb_labels_are_the_rotated_rectangles_of_the_polygons(sets):
+    """OBB labels: four corners of a rectangle per segment polygon, same class; for a shape inside the image it is
+    the polygon's minimum-area rectangle (where the border did not clamp it): it holds every vertex and its area is
+    cv2.minAreaRect's."""
+    segment, obb = _labels(sets["segment"]), _labels(sets["obb"])
+    assert segment.keys() == obb.keys()
+    inside_shapes = 0
+    for name, polygons in segment.items():
+        assert len(polygons) == len(obb[name])
+        for (cls, *coords), (obb_cls, *corners) in zip(polygons, obb[name], strict=True):
+            assert obb_cls == cls and len(corners) == 8
+            polygon, rectangle = np.array(coords).reshape(-1, 2), np.array(corners).reshape(4, 2)
+            if rectangle.min() > 0 and rectangle.max() < 1:  # not clamped by the border: exact
+                inside_shapes += 1
+                sides = np.linalg.norm(np.roll(rectangle, -1, 0) - rectangle, axis=1)
+                np.testing.assert_allclose(sides[:2], sides[2:], atol=1e-5)  # a rectangle
+                expected = cv2.minAreaRect(polygon.astype(np.float32))
+                area = cv2.contourArea(rectangle.astype(np.float32))
+                assert area == pytest.approx(expected[1][0] * expected[1][1], rel=1e-3)
+                inside = [cv2.pointPolygonTest(rectangle.astype(np.float32), tuple(v), True) for v in polygon]
+                assert min(inside) >= -1e-5
+            assert rectangle.min() >= 0 and rectangle.max() <= 1
+    assert inside_shapes > 0
+
+
 def test_images_are_identical_and_detect_keeps_its_cache_key(sets):
     """The images are the same bytes for every task; the detect meta has no task key (old caches stay valid)."""
     for image in sorted((sets["detect"] / "images").glob("*/*.png")):
-        assert image.read_bytes() == (sets["segment"] / image.relative_to(sets["detect"])).read_bytes()
+        for task in ("segment", "obb"):
+            assert image.read_bytes() == (sets[task] / image.relative_to(sets["detect"])).read_bytes()
     assert "task" not in json.loads((sets["detect"] / "meta.json").read_text())["params"]
     assert json.loads((sets["segment"] / "meta.json").read_text())["params"]["task"] == "segment"
 
@@ -91,14 +118,20 @@ def test_unknown_task_is_refused(tmp_path):
         make_synthetic_dataset(tmp_path, task="classify", **SMALL)
 
 
-def test_ultralytics_reads_the_segment_set(sets):
-    """Ultralytics' YOLODataset (task segment) loads the labels as polygons with boxes."""
+@pytest.mark.parametrize("task", ["segment", "obb"])
+def test_ultralytics_reads_the_task_set(sets, task):
+    """Ultralytics' YOLODataset of the task loads every label row (polygons / rotated rectangles) without a warning
+    dropping one, and an OBB batch holds xywhr boxes."""
     from ultralytics.cfg import get_cfg
     from ultralytics.data import build_yolo_dataset
     from ultralytics.data.utils import check_det_dataset
 
-    data = check_det_dataset(str(sets["segment"] / "data.yaml"))
-    cfg = get_cfg(overrides={"task": "segment", "imgsz": 64})
-    dataset = build_yolo_dataset(cfg, str(sets["segment"] / "images" / "train"), 2, data, mode="val")
-    labels = [label for label in dataset.labels if len(label["cls"])]
-    assert labels and all(len(label["segments"]) == len(label["cls"]) for label in labels)
+    data = check_det_dataset(str(sets[task] / "data.yaml"))
+    cfg = get_cfg(overrides={"task": task, "imgsz": 64})
+    dataset = build_yolo_dataset(cfg, str(sets[task] / "images" / "train"), 2, data, mode="val")
+    rows = sum(len(p.read_text().splitlines()) for p in (sets[task] / "labels" / "train").glob("*.txt"))
+    assert sum(len(label["cls"]) for label in dataset.labels) == rows > 0
+    assert all(len(label["segments"]) == len(label["cls"]) for label in dataset.labels if len(label["cls"]))
+    if task == "obb":
+        item = next(dataset[i] for i in range(len(dataset)) if len(dataset.labels[i]["cls"]))
+        assert item["bboxes"].shape[-1] == 5

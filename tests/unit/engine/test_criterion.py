@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from ultralytics.cfg import get_cfg
-from ultralytics.nn.tasks import DetectionModel, SegmentationModel
-from ultralytics.utils.loss import E2ELoss, v8DetectionLoss, v8SegmentationLoss
+from ultralytics.nn.tasks import DetectionModel, OBBModel, SegmentationModel
+from ultralytics.utils.loss import E2ELoss, v8DetectionLoss, v8OBBLoss, v8SegmentationLoss
 
 from yolokd.engine.criterion import DistillationCriterion, student_loss_and_targets
 from yolokd.heads import StageRecorder
 
 STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss), ("yolov8n-seg.yaml", v8SegmentationLoss)]
 STUDENT_IDS = ["v8DetectionLoss", "E2ELoss", "v8SegmentationLoss"]
+ALL_STUDENTS = [*STUDENTS, ("yolov8n-obb.yaml", v8OBBLoss)]
+ALL_IDS = [*STUDENT_IDS, "v8OBBLoss"]
+ROTATIONS = torch.tensor([[0.3], [0.0], [1.2]])  # radians, for OBB batches (Ultralytics' xywhr labels)
 
 
 class StubDistiller:
@@ -39,10 +44,21 @@ class StubDistiller:
 
 def make_student(model_yaml: str) -> DetectionModel:
     torch.manual_seed(0)
-    model_class = SegmentationModel if "-seg" in model_yaml else DetectionModel
+    model_class = SegmentationModel if "-seg" in model_yaml else OBBModel if "-obb" in model_yaml else DetectionModel
     model = model_class(model_yaml, nc=3, verbose=False).train()
     model.args = get_cfg(overrides={"epochs": 10})  # loss gains and the E2E decay horizon Ultralytics reads
     return model
+
+
+def make_obb_batch() -> dict[str, torch.Tensor]:
+    """make_batch with rotated boxes: the same centres and sizes, turned by ROTATIONS (normalised xywhr)."""
+    batch = make_batch()
+    batch["bboxes"] = torch.cat((batch["bboxes"], ROTATIONS), 1)
+    return batch
+
+
+def batch_for(model_yaml: str) -> dict[str, torch.Tensor]:
+    return make_obb_batch() if "-obb" in model_yaml else make_batch()
 
 
 def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
@@ -62,11 +78,11 @@ def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
     return batch
 
 
-@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)
+@pytest.mark.parametrize(("model_yaml", "loss_type"), ALL_STUDENTS, ids=ALL_IDS)
 def test_gt_part_equals_the_students_own_loss(model_yaml, loss_type):
     """Loss vector, logged items and gradients equal ``base(preds, batch)`` exactly, also after E2ELoss' o2m weight
     decays: the criterion calls the student's own loss, it does not re-implement its weighting."""
-    model, batch = make_student(model_yaml), make_batch()
+    model, batch = make_student(model_yaml), batch_for(model_yaml)
     base = model.init_criterion()
     assert type(base) is loss_type
     preds = model(batch["img"])
@@ -105,6 +121,25 @@ def test_targets_are_the_assignment_the_loss_computed(model_yaml, loss_type):
         torch.testing.assert_close(got.gt_boxes[0, 0], torch.tensor([19.2, 19.2, 44.8, 44.8]))  # xywh 0.5 0.5 0.4 0.4
         assert got.gt_labels[0].tolist() == [1, 0] and got.image_size.tolist() == [64.0, 64.0]
     assert not any(loss.assigner._forward_hooks for loss in branches.values())  # the capture lived for the call only
+
+
+def test_obb_targets_are_the_rotated_assignment():
+    """OBB: Targets hold the rotated assigner's xywhr GT and targets (pixels, radians) and their enclosing xyxy boxes;
+    the targets are a copy, not rescaled by v8OBBLoss afterwards."""
+    model, batch = make_student("yolov8n-obb.yaml"), make_obb_batch()
+    base = model.init_criterion()
+    _, _, targets = student_loss_and_targets(base, model(batch["img"]), batch)
+    got = targets["one2many"]
+    assert got.gt_rboxes.shape == (3, 2, 5) and got.target_rboxes.shape[-1] == 5 and got.fg_mask.any()
+    torch.testing.assert_close(got.gt_rboxes[0, 0], torch.tensor([32.0, 32.0, 25.6, 25.6, 0.3]))
+    half = 12.8 * (math.cos(0.3) + math.sin(0.3))  # a square turned by 0.3 rad: half side of its enclosing box
+    torch.testing.assert_close(got.gt_boxes[0, 0], torch.tensor([32 - half, 32 - half, 32 + half, 32 + half]))
+    fg = got.fg_mask
+    matched = got.gt_rboxes.gather(1, got.gt_index[..., None].expand(-1, -1, 5))
+    torch.testing.assert_close(got.target_rboxes[fg], matched[fg])  # pixels: not divided by the stride
+    torch.testing.assert_close(
+        got.target_boxes[fg], got.gt_boxes.gather(1, got.gt_index[..., None].expand(-1, -1, 4))[fg]
+    )
 
 
 @pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)

@@ -7,6 +7,7 @@ from ultralytics.nn.tasks import ClassificationModel, DetectionModel, OBBModel, 
 from yolokd.heads import (
     ADAPTERS,
     DetectHeadAdapter,
+    OBBHeadAdapter,
     SegmentHeadAdapter,
     UnsupportedHeadError,
     adapter_for,
@@ -42,7 +43,6 @@ def test_detect_models_get_the_detect_adapter(name, family, levels):
         (SegmentationModel, "yolo26n-seg.yaml", "Segment26", "segment"),
         (PoseModel, "yolov8n-pose.yaml", "Pose", "pose"),
         (PoseModel, "yolo26n-pose.yaml", "Pose26", "pose"),
-        (OBBModel, "yolov8n-obb.yaml", "OBB", "obb"),
         (OBBModel, "yolo26n-obb.yaml", "OBB26", "obb"),
     ],
 )
@@ -73,9 +73,28 @@ def test_segment_models_get_the_segment_adapter(name, family):
     assert view.mask_coefficients.shape == (2, anchors, 32) and view.prototypes.shape == (2, 32, 16, 16)
 
 
+@pytest.mark.parametrize("name", ["yolov8n-obb.yaml", "yolo11n-obb.yaml"])
+def test_obb_models_get_the_obb_adapter_and_decode_as_ultralytics(name):
+    """YOLOv8/11-obb are read by OBBHeadAdapter, task 'obb'; its rotated boxes (pixels, radians) are Ultralytics' own
+    eval decoding, ``boxes`` encloses them, and an axis-aligned ``decode`` (which would drop the angle) is refused."""
+    model = _model(OBBModel, name).eval()
+    adapter = adapter_for(model)
+    assert type(adapter) is OBBHeadAdapter and adapter.spec.task == "obb" and adapter.spec.strides == (8.0, 16.0, 32.0)
+    with torch.no_grad():
+        decoded, raw = model(torch.rand(2, 3, 64, 64))  # decoded: (B, 4 + C + 1, A) xywh pixels, scores, angle
+    view = adapter.build_view(adapter.split_branches((decoded, raw))["one2many"])
+    expected = torch.cat((decoded[:, :4], decoded[:, -1:]), 1).permute(0, 2, 1)
+    torch.testing.assert_close(view.rboxes, expected, atol=1e-4, rtol=1e-5)
+    assert view.angles.shape == (2, 84, 1) and torch.equal(view.angles, view.rboxes[..., 4:])
+    assert (view.boxes[..., :2] <= view.rboxes[..., :2]).all() and (view.boxes[..., 2:] >= view.rboxes[..., :2]).all()
+    with pytest.raises(TypeError, match="OBB boxes need their angle"):
+        adapter.decode(view.box_output, view.anchors)
+
+
 TASK_MODELS = {
     "detect": (DetectionModel, "yolov8n.yaml"),
     "segment": (SegmentationModel, "yolov8n-seg.yaml"),
+    "obb": (OBBModel, "yolov8n-obb.yaml"),
 }
 
 
