@@ -24,13 +24,22 @@ def save_untrained_checkpoint(
     statistics, under which activations shrink layer by layer: its head outputs are near-constant and its neck
     features ~1e-6, so KD terms would only measure the student.
     """
-    from ultralytics.nn.tasks import DetectionModel, OBBModel, SegmentationModel, guess_model_task, yaml_model_load
+    from ultralytics.nn.tasks import (
+        DetectionModel,
+        OBBModel,
+        PoseModel,
+        SegmentationModel,
+        guess_model_task,
+        yaml_model_load,
+    )
 
-    model_class = {"detect": DetectionModel, "segment": SegmentationModel, "obb": OBBModel}[
-        guess_model_task(yaml_model_load(model_yaml))
-    ]
+    from yolokd.data.synthetic import KEYPOINT_SHAPE
+
+    task = guess_model_task(yaml_model_load(model_yaml))
+    model_class = {"detect": DetectionModel, "segment": SegmentationModel, "pose": PoseModel, "obb": OBBModel}[task]
+    extra = {"data_kpt_shape": KEYPOINT_SHAPE} if task == "pose" else {}  # the synthetic set's 4 keypoints
     torch.manual_seed(seed)
-    model = model_class(model_yaml, nc=len(names), verbose=False)
+    model = model_class(model_yaml, nc=len(names), verbose=False, **extra)
     model.names = dict(names)
     if calibration_images is not None:
         batch_norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -149,7 +149,8 @@ COMMAND_HELP = {
     "Write the synthetic detection set under DIR (cached: nothing is rewritten for the same parameters) and\n"
     "print the path of its data.yaml. style=distinct draws the evidence benchmark's and the demo's scenes (four\n"
     "shapes, larger objects, less clutter), style=evidence the earlier eight-class benchmark's, instead of the\n"
-    "hard default. task=segment writes polygon labels, task=obb rotated rectangles (the same images and objects).\n",
+    "hard default. task=segment writes polygon labels, task=obb rotated rectangles, task=pose 4 keypoints per object\n"
+    "(the same images and objects).\n",
     "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set: the teacher shipped "
     "with yolokd, a baseline and a\nCrossKD student (about 6 minutes on 2 CPU cores); key=value are the keyword "
     "arguments of\nyolokd.demo.run_demo (method=bckd, teacher=yolov8s.yaml to train one, epochs=, images=...).\n",

@@ -44,6 +44,8 @@ class View:
         angles: OBB heads only, else None: (B, A, 1) predicted rotation, radians (Ultralytics' [-pi/4, 3pi/4)).
         rboxes: OBB heads only, else None: (B, A, 5) decoded rotated boxes, xywhr (centre, size in pixels, angle
             in radians); ``box_output`` holds the ltrb distances in each box's own rotated frame.
+        keypoints: pose heads only, else None: (B, A, K, 2) decoded keypoints (x, y), pixels (K keypoints).
+        keypoint_visibility: pose heads with a visibility channel only, else None: (B, A, K) visibility logits.
     """
 
     feats: list[Tensor]
@@ -58,6 +60,8 @@ class View:
     prototypes: Tensor | None = None
     angles: Tensor | None = None
     rboxes: Tensor | None = None
+    keypoints: Tensor | None = None
+    keypoint_visibility: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -136,6 +140,7 @@ class HeadSpec:
         num_stages: stages before the predictor in each tower (``View.stages[part]`` has this many entries).
         task: Ultralytics' task of the model (``detect``, ``segment``, ``pose``, ``obb``); teacher and student
             must share it.
+        keypoint_shape: pose heads only, else None: (K, 2 or 3), keypoints and values per keypoint (x, y[, v]).
     """
 
     family: str
@@ -147,6 +152,7 @@ class HeadSpec:
     stage_channels: dict[str, int]
     num_stages: int
     task: str = "detect"
+    keypoint_shape: tuple[int, int] | None = None
 
     @property
     def num_levels(self) -> int:

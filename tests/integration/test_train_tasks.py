@@ -1,6 +1,6 @@
-"""1-epoch KD runs of segment and OBB students (task trainer picked by the student's task): every KD term finite and
-non-zero, and the saved student is a plain Ultralytics model of its task that loads, validates and exports to ONNX
-with parity."""
+"""1-epoch KD runs of segment, pose and OBB students (task trainer picked by the student's task): every KD term finite
+and non-zero, and the saved student is a plain Ultralytics model of its task that loads, validates and exports to
+ONNX with parity."""
 
 from __future__ import annotations
 
@@ -17,13 +17,16 @@ from conftest import tiny_train_args
 from ultralytics import YOLO
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
-from ultralytics.nn.tasks import OBBModel, SegmentationModel
+from ultralytics.nn.tasks import OBBModel, PoseModel, SegmentationModel
 
 from yolokd.config import load_experiment
+from yolokd.data.synthetic import KEYPOINT_SHAPE
 from yolokd.engine.trainer import (
     DistillationTrainer,
     OBBDistillationTrainer,
+    PoseDistillationTrainer,
     SegmentationDistillationTrainer,
     student_task,
     train_experiment,
@@ -43,6 +46,15 @@ TASKS = {
         model_class=SegmentationModel,
         gt_column="seg_loss",
         metric="metrics/mAP50-95(M)",
+    ),
+    "pose": dict(
+        student="yolov8n-pose.yaml",
+        teacher="yolov8s-pose.yaml",
+        distill=["bckd", "kptkd", "ld"],
+        terms=["bckd_cls", "bckd_loc", "kptkd_loc", "kptkd_vis", "ld_loc"],
+        model_class=PoseModel,
+        gt_column="pose_loss",
+        metric="metrics/mAP50-95(P)",
     ),
     "obb": dict(
         student="yolov8n-obb.yaml",
@@ -107,7 +119,8 @@ def test_student_is_a_plain_ultralytics_model_of_its_task(task_run, synthetic_na
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     model = ckpt.get("ema") or ckpt["model"]
     assert type(model) is spec["model_class"] and not {"distill", "teacher", "kd_state"} & set(ckpt)
-    fresh = spec["model_class"](spec["student"], nc=len(synthetic_names), verbose=False)
+    extra = {"data_kpt_shape": KEYPOINT_SHAPE} if task == "pose" else {}
+    fresh = spec["model_class"](spec["student"], nc=len(synthetic_names), verbose=False, **extra)
     assert set(model.state_dict()) == set(fresh.state_dict()) and getattr(model, "criterion", None) is None
     yolo = YOLO(str(best))
     assert yolo.task == task
@@ -141,6 +154,7 @@ def test_train_picks_the_trainer_by_the_students_task(task_run):
     pairs = {
         "detect": (DistillationTrainer, DetectionTrainer),
         "segment": (SegmentationDistillationTrainer, SegmentationTrainer),
+        "pose": (PoseDistillationTrainer, PoseTrainer),
         "obb": (OBBDistillationTrainer, OBBTrainer),
     }
     for name, (ours, theirs) in pairs.items():
@@ -150,7 +164,12 @@ def test_train_picks_the_trainer_by_the_students_task(task_run):
 
 
 @pytest.mark.parametrize(
-    ("student", "teacher"), [("yolov8n-seg.yaml", "yolov8s.yaml"), ("yolov8n-obb.yaml", "yolov8s-seg.yaml")]
+    ("student", "teacher"),
+    [
+        ("yolov8n-seg.yaml", "yolov8s.yaml"),
+        ("yolov8n-obb.yaml", "yolov8s-seg.yaml"),
+        ("yolov8n-pose.yaml", "yolov8s-obb.yaml"),
+    ],
 )
 def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calibrated_teacher, tmp_path):
     """A teacher of another task stops the run when it is built, in one line naming both tasks."""

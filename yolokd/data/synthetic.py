@@ -21,7 +21,10 @@ exact from the same polygons, for the other Ultralytics tasks: ``segment``, the 
 for a shape inside the image, a tighter one where the border cuts a shape whose clamped full box reaches past the
 visible part); ``obb``, the minimum-area rotated rectangle of that clipped polygon (``cv2.minAreaRect``) as four
 corners, exact for a shape inside the image (the rectangle of the shape itself); where the border cuts a shape its
-corners are clamped to the image, as Ultralytics requires. The
+corners are clamped to the image, as Ultralytics requires; ``pose``, the detect box plus 4 keypoints per object
+(:data:`KEYPOINT_SHAPE`): the full shape's extreme vertices, leftmost, topmost, rightmost, bottommost (the first
+vertex on ties), visibility 2 inside the image and ``0 0 0`` outside it (4 keypoints because every class has them;
+the polygon's own vertex counts differ, 3 to 48). The
 same objects are labelled for every task, and the pixels are identical. Everything is derived from
 ``numpy.random.default_rng`` with one child seed per image, so the same arguments give byte-identical files.
 """
@@ -38,14 +41,27 @@ import cv2
 import numpy as np
 import yaml
 
-__all__ = ["CLASS_NAMES", "GENERATOR_VERSION", "STYLES", "TASKS", "SceneStyle", "make_synthetic_dataset"]
+__all__ = [
+    "CLASS_NAMES",
+    "GENERATOR_VERSION",
+    "KEYPOINT_FLIP",
+    "KEYPOINT_SHAPE",
+    "STYLES",
+    "TASKS",
+    "SceneStyle",
+    "make_synthetic_dataset",
+]
 
 CLASS_NAMES: tuple[str, ...] = ("circle", "ellipse", "triangle", "square", "rectangle", "pentagon", "star", "cross")
 GENERATOR_VERSION = "yolokd-synthetic-1"  # bump whenever the pixels or labels change, so caches regenerate
 MIN_VISIBLE = 0.35  # objects less visible than this are unlabelled: a detector should not be asked to find them
 SUPERSAMPLE = 4
 _MARKER = ".yolokd_synthetic"  # proves a folder is ours before we delete anything in it
-TASKS = ("detect", "segment", "obb")  # label formats the generator writes (Ultralytics task names)
+TASKS = ("detect", "segment", "pose", "obb")  # label formats the generator writes (Ultralytics task names)
+# Pose labels: the shape's 4 extreme vertices (leftmost, topmost, rightmost, bottommost), (x, y, visibility) each;
+# every class has them, and a horizontal flip swaps leftmost and rightmost.
+KEYPOINT_SHAPE = (4, 3)
+KEYPOINT_FLIP = [2, 1, 0, 3]
 
 
 @dataclass(frozen=True)
@@ -295,12 +311,31 @@ def clip_polygon(poly: np.ndarray, size: float) -> np.ndarray:
     return poly
 
 
+def extreme_points(poly: np.ndarray) -> np.ndarray:
+    """(4, 2) the polygon's leftmost, topmost, rightmost and bottommost vertices (first one on ties)."""
+    return poly[[poly[:, 0].argmin(), poly[:, 1].argmin(), poly[:, 0].argmax(), poly[:, 1].argmax()]]
+
+
+def _keypoint_text(poly: np.ndarray, n: int) -> str:
+    """The pose keypoints of one object, normalised: ``x y 2`` inside the image, ``0 0 0`` outside it."""
+    values = []
+    for x, y in extreme_points(poly):
+        inside = 0 <= x <= n and 0 <= y <= n
+        values.append(f"{x / n:.6f} {y / n:.6f} 2" if inside else "0.000000 0.000000 0")
+    return " ".join(values)
+
+
 def _label_lines(
     task: str, labels: list[tuple[int, float, float, float, float]], polygons: list[np.ndarray], n: int
 ) -> str:
     """The label file of one image in the format of ``task``."""
     if task == "detect":
         return "".join(f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f}\n" for c, x, y, w, h in labels)
+    if task == "pose":
+        return "".join(
+            f"{c} {x:.6f} {y:.6f} {w:.6f} {h:.6f} {_keypoint_text(poly, n)}\n"
+            for (c, x, y, w, h), poly in zip(labels, polygons, strict=True)
+        )
     lines = []
     for (cls, *_), poly in zip(labels, polygons, strict=True):
         points = clip_polygon(poly, float(n))
@@ -345,10 +380,12 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _data_yaml(root: Path, classes: tuple[str, ...]) -> str:
+def _data_yaml(root: Path, classes: tuple[str, ...], task: str = "detect") -> str:
     """Ultralytics data.yaml text with an absolute dataset path, so it works from any working directory."""
     names = dict(enumerate(classes))
     data = {"path": str(root), "train": "images/train", "val": "images/val", "names": names, "nc": len(names)}
+    if task == "pose":
+        data.update(kpt_shape=list(KEYPOINT_SHAPE), flip_idx=KEYPOINT_FLIP)
     return yaml.safe_dump(data, sort_keys=False)
 
 
@@ -404,7 +441,7 @@ def make_synthetic_dataset(
             cached = None
         if cached == params:
             if yaml.safe_load(yaml_path.read_text()).get("path") != str(root):  # folder was moved: fix the path
-                _write_atomic(yaml_path, _data_yaml(root, scene.classes))
+                _write_atomic(yaml_path, _data_yaml(root, scene.classes, task))
             return yaml_path
     root.mkdir(parents=True, exist_ok=True)
     _clear(root)
@@ -414,6 +451,6 @@ def make_synthetic_dataset(
         "train": _write_split(root, "train", train_ss.spawn(num_train), imgsz, scene, task),
         "val": _write_split(root, "val", val_ss.spawn(num_val), imgsz, scene, task),
     }
-    _write_atomic(yaml_path, _data_yaml(root, scene.classes))
+    _write_atomic(yaml_path, _data_yaml(root, scene.classes, task))
     _write_atomic(meta_path, json.dumps({"params": params, "stats": stats}, indent=2) + "\n")
     return yaml_path

@@ -2,8 +2,8 @@
 
 :class:`DistillationMixin` holds everything yolokd adds; it sits in front of the Ultralytics trainer of the
 student's task: ``DistillationTrainer`` (detect, ``DetectionTrainer``), ``SegmentationDistillationTrainer``
-(``SegmentationTrainer``), ``OBBDistillationTrainer`` (``OBBTrainer``). ``trainer_for(task)`` and
-``student_task(model)`` pick one; ``yolokd train`` picks by the student model's task.
+(``SegmentationTrainer``), ``PoseDistillationTrainer`` (``PoseTrainer``), ``OBBDistillationTrainer`` (``OBBTrainer``).
+``trainer_for(task)`` and ``student_task(model)`` pick one; ``yolokd train`` picks by the student model's task.
 
 The Ultralytics trainer keeps doing what it does well (data, augmentation, optimiser, EMA, AMP, validation,
 callbacks, plots, checkpoints). The mixin adds exactly: the teacher and the loss modules (built once the
@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.models.yolo.obb import OBBTrainer
+from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
 from ultralytics.utils import DEFAULT_CFG, LOGGER, YAML, colorstr
@@ -362,6 +363,10 @@ class SegmentationDistillationTrainer(DistillationMixin, SegmentationTrainer):
     """Distil a segmentation student (Ultralytics' ``SegmentationTrainer``)."""
 
 
+class PoseDistillationTrainer(DistillationMixin, PoseTrainer):
+    """Distil a pose student (Ultralytics' ``PoseTrainer``)."""
+
+
 class OBBDistillationTrainer(DistillationMixin, OBBTrainer):
     """Distil an oriented-box student (Ultralytics' ``OBBTrainer``)."""
 
@@ -369,6 +374,7 @@ class OBBDistillationTrainer(DistillationMixin, OBBTrainer):
 TRAINERS: dict[str, type[DistillationMixin]] = {
     "detect": DistillationTrainer,
     "segment": SegmentationDistillationTrainer,
+    "pose": PoseDistillationTrainer,
     "obb": OBBDistillationTrainer,
 }
 

@@ -11,14 +11,20 @@ from torch import nn
 from yolokd.heads.base import HeadAdapter, check_head_pair, head_of
 from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.heads.obb import OBBHeadAdapter
+from yolokd.heads.pose import PoseHeadAdapter
 from yolokd.heads.recorder import StageRecorder
 from yolokd.heads.segment import SegmentHeadAdapter
 
-ADAPTERS: tuple[type[HeadAdapter], ...] = (DetectHeadAdapter, SegmentHeadAdapter, OBBHeadAdapter)
+ADAPTERS: tuple[type[HeadAdapter], ...] = (
+    DetectHeadAdapter,
+    SegmentHeadAdapter,
+    PoseHeadAdapter,
+    OBBHeadAdapter,
+)
 
 # Ultralytics task names as they appear in head class names (Segment26 -> segment), most specific first.
 TASK_NAMES = ("semantic", "segment", "pose", "obb", "classify", "depth")
-PLANNED_TASKS = ("segment", "pose", "obb")  # segment and obb: their YOLO26 heads only
+PLANNED_TASKS = ("segment", "pose", "obb")  # their YOLO26 heads (Segment26, Pose26, OBB26)
 
 
 class UnsupportedHeadError(ValueError):
@@ -49,6 +55,7 @@ __all__ = [
     "DetectHeadAdapter",
     "HeadAdapter",
     "OBBHeadAdapter",
+    "PoseHeadAdapter",
     "SegmentHeadAdapter",
     "StageRecorder",
     "UnsupportedHeadError",

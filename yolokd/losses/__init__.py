@@ -8,6 +8,7 @@ from yolokd.losses.cwd import CWDLoss
 from yolokd.losses.dfd import DFDLoss
 from yolokd.losses.fgd import FGDLoss
 from yolokd.losses.gdetkd import GDetKDLoss
+from yolokd.losses.kptkd import KeypointKDLoss
 from yolokd.losses.ld import LDLoss
 from yolokd.losses.maskkd import MaskKDLoss
 from yolokd.losses.mgd import MGDLoss
@@ -31,6 +32,7 @@ LOSSES: dict[str, type[DistillLoss]] = {
         GDetKDLoss,
         MaskKDLoss,
         AngleKDLoss,
+        KeypointKDLoss,
     )
 }
 

@@ -1,5 +1,5 @@
-"""The synthetic set's task labels (``task=segment|obb``): exact from the generator's polygons, same images and objects
-as the detect labels, and the detect output and cache key unchanged."""
+"""The synthetic set's task labels (``task=segment|pose|obb``): exact from the generator's polygons, same images and
+objects as the detect labels, and the detect output and cache key unchanged."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import yaml
 
 from yolokd.data import make_synthetic_dataset
-from yolokd.data.synthetic import clip_polygon
+from yolokd.data.synthetic import KEYPOINT_FLIP, KEYPOINT_SHAPE, clip_polygon, extreme_points
 
 SMALL = {"num_train": 6, "num_val": 2, "imgsz": 64, "seed": 2}
 
@@ -20,7 +21,7 @@ SMALL = {"num_train": 6, "num_val": 2, "imgsz": 64, "seed": 2}
 def sets(tmp_path_factory) -> dict[str, Path]:
     """The same small set written as detect and as segment labels."""
     root = tmp_path_factory.mktemp("tasks")
-    tasks = ("detect", "segment", "obb")
+    tasks = ("detect", "segment", "pose", "obb")
     return {task: make_synthetic_dataset(root / task, task=task, **SMALL).parent for task in tasks}
 
 
@@ -103,10 +104,39 @@ def test_obb_labels_are_the_rotated_rectangles_of_the_polygons(sets):
     assert inside_shapes > 0
 
 
+def test_extreme_points_of_a_polygon():
+    """Leftmost, topmost, rightmost, bottommost vertex, the first one on ties."""
+    poly = np.array([[0.0, 0.0], [4.0, 1.0], [3.0, 5.0], [-1.0, 5.0]])
+    assert extreme_points(poly).tolist() == [[-1.0, 5.0], [0.0, 0.0], [4.0, 1.0], [3.0, 5.0]]
+
+
+def test_pose_labels_are_the_detect_boxes_plus_the_extreme_vertices(sets):
+    """Pose rows are the detect row + 4 keypoints (x y v): the shape's extreme vertices, visible (2) inside the image,
+    ``0 0 0`` outside; for a shape inside the image they are the segment polygon's extreme vertices; data.yaml
+    carries kpt_shape [4, 3] and the left/right flip."""
+    detect, pose, segment = _labels(sets["detect"]), _labels(sets["pose"]), _labels(sets["segment"])
+    checked = 0
+    for name, boxes in detect.items():
+        assert len(boxes) == len(pose[name])
+        for box, row, (_, *coords) in zip(boxes, pose[name], segment[name], strict=True):
+            assert row[:5] == box and len(row) == 5 + 4 * 3
+            keypoints = np.array(row[5:]).reshape(4, 3)
+            assert set(keypoints[:, 2]) <= {0.0, 2.0}
+            assert (keypoints[keypoints[:, 2] == 0] == 0).all()
+            polygon = np.array(coords).reshape(-1, 2)
+            if polygon.min() > 0 and polygon.max() < 1:  # not cut: the clipped polygon is the shape itself
+                checked += 1
+                np.testing.assert_allclose(keypoints[:, :2], extreme_points(polygon), atol=2e-6)
+                assert (keypoints[:, 2] == 2).all()
+    assert checked > 0
+    data = yaml.safe_load((sets["pose"] / "data.yaml").read_text())
+    assert data["kpt_shape"] == list(KEYPOINT_SHAPE) and data["flip_idx"] == KEYPOINT_FLIP == [2, 1, 0, 3]
+
+
 def test_images_are_identical_and_detect_keeps_its_cache_key(sets):
     """The images are the same bytes for every task; the detect meta has no task key (old caches stay valid)."""
     for image in sorted((sets["detect"] / "images").glob("*/*.png")):
-        for task in ("segment", "obb"):
+        for task in ("segment", "pose", "obb"):
             assert image.read_bytes() == (sets[task] / image.relative_to(sets["detect"])).read_bytes()
     assert "task" not in json.loads((sets["detect"] / "meta.json").read_text())["params"]
     assert json.loads((sets["segment"] / "meta.json").read_text())["params"]["task"] == "segment"
@@ -118,7 +148,7 @@ def test_unknown_task_is_refused(tmp_path):
         make_synthetic_dataset(tmp_path, task="classify", **SMALL)
 
 
-@pytest.mark.parametrize("task", ["segment", "obb"])
+@pytest.mark.parametrize("task", ["segment", "pose", "obb"])
 def test_ultralytics_reads_the_task_set(sets, task):
     """Ultralytics' YOLODataset of the task loads every label row (polygons / rotated rectangles) without a warning
     dropping one, and an OBB batch holds xywhr boxes."""
@@ -131,7 +161,10 @@ def test_ultralytics_reads_the_task_set(sets, task):
     dataset = build_yolo_dataset(cfg, str(sets[task] / "images" / "train"), 2, data, mode="val")
     rows = sum(len(p.read_text().splitlines()) for p in (sets[task] / "labels" / "train").glob("*.txt"))
     assert sum(len(label["cls"]) for label in dataset.labels) == rows > 0
-    assert all(len(label["segments"]) == len(label["cls"]) for label in dataset.labels if len(label["cls"]))
+    if task == "pose":
+        assert all(label["keypoints"].shape[1:] == KEYPOINT_SHAPE for label in dataset.labels if len(label["cls"]))
+    else:
+        assert all(len(label["segments"]) == len(label["cls"]) for label in dataset.labels if len(label["cls"]))
     if task == "obb":
         item = next(dataset[i] for i in range(len(dataset)) if len(dataset.labels[i]["cls"]))
         assert item["bboxes"].shape[-1] == 5

@@ -7,16 +7,16 @@ import math
 import pytest
 import torch
 from ultralytics.cfg import get_cfg
-from ultralytics.nn.tasks import DetectionModel, OBBModel, SegmentationModel
-from ultralytics.utils.loss import E2ELoss, v8DetectionLoss, v8OBBLoss, v8SegmentationLoss
+from ultralytics.nn.tasks import DetectionModel, OBBModel, PoseModel, SegmentationModel
+from ultralytics.utils.loss import E2ELoss, v8DetectionLoss, v8OBBLoss, v8PoseLoss, v8SegmentationLoss
 
 from yolokd.engine.criterion import DistillationCriterion, student_loss_and_targets
 from yolokd.heads import StageRecorder
 
 STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss), ("yolov8n-seg.yaml", v8SegmentationLoss)]
 STUDENT_IDS = ["v8DetectionLoss", "E2ELoss", "v8SegmentationLoss"]
-ALL_STUDENTS = [*STUDENTS, ("yolov8n-obb.yaml", v8OBBLoss)]
-ALL_IDS = [*STUDENT_IDS, "v8OBBLoss"]
+ALL_STUDENTS = [*STUDENTS, ("yolov8n-pose.yaml", v8PoseLoss), ("yolov8n-obb.yaml", v8OBBLoss)]
+ALL_IDS = [*STUDENT_IDS, "v8PoseLoss", "v8OBBLoss"]
 ROTATIONS = torch.tensor([[0.3], [0.0], [1.2]])  # radians, for OBB batches (Ultralytics' xywhr labels)
 
 
@@ -44,8 +44,13 @@ class StubDistiller:
 
 def make_student(model_yaml: str) -> DetectionModel:
     torch.manual_seed(0)
-    model_class = SegmentationModel if "-seg" in model_yaml else OBBModel if "-obb" in model_yaml else DetectionModel
-    model = model_class(model_yaml, nc=3, verbose=False).train()
+    if "-pose" in model_yaml:  # 4 keypoints (x, y, visibility), as the synthetic set's
+        model = PoseModel(model_yaml, nc=3, data_kpt_shape=(4, 3), verbose=False).train()
+    else:
+        model_class = (
+            SegmentationModel if "-seg" in model_yaml else OBBModel if "-obb" in model_yaml else DetectionModel
+        )
+        model = model_class(model_yaml, nc=3, verbose=False).train()
     model.args = get_cfg(overrides={"epochs": 10})  # loss gains and the E2E decay horizon Ultralytics reads
     return model
 
@@ -75,6 +80,10 @@ def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
     for image, index, (cx, cy, w, h) in ((0, 1, (8, 8, 6, 6)), (0, 2, (5, 5, 4, 3)), (1, 1, (5, 5, 3, 3))):
         masks[image, cy - h // 2 : cy + h // 2, cx - w // 2 : cx + w // 2] = index
     batch["masks"] = masks
+    # 4 keypoints per object (normalised x, y, visibility); the second object's last keypoint is not visible.
+    corners = batch["bboxes"][:, None, :2] + torch.tensor([[-0.1, 0.0], [0.0, -0.1], [0.1, 0.0], [0.0, 0.1]])
+    visible = torch.tensor([[2.0] * 4, [2.0, 2.0, 2.0, 0.0], [2.0] * 4])[..., None]
+    batch["keypoints"] = torch.cat((corners, visible), -1)
     return batch
 
 

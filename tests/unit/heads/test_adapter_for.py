@@ -8,6 +8,7 @@ from yolokd.heads import (
     ADAPTERS,
     DetectHeadAdapter,
     OBBHeadAdapter,
+    PoseHeadAdapter,
     SegmentHeadAdapter,
     UnsupportedHeadError,
     adapter_for,
@@ -41,7 +42,6 @@ def test_detect_models_get_the_detect_adapter(name, family, levels):
     ("model_class", "name", "head", "task"),
     [
         (SegmentationModel, "yolo26n-seg.yaml", "Segment26", "segment"),
-        (PoseModel, "yolov8n-pose.yaml", "Pose", "pose"),
         (PoseModel, "yolo26n-pose.yaml", "Pose26", "pose"),
         (OBBModel, "yolo26n-obb.yaml", "OBB26", "obb"),
     ],
@@ -91,10 +91,27 @@ def test_obb_models_get_the_obb_adapter_and_decode_as_ultralytics(name):
         adapter.decode(view.box_output, view.anchors)
 
 
+@pytest.mark.parametrize("name", ["yolov8n-pose.yaml", "yolo11n-pose.yaml"])
+def test_pose_models_get_the_pose_adapter_and_decode_as_ultralytics(name):
+    """YOLOv8/11-pose are read by PoseHeadAdapter, task 'pose', with their keypoint shape; keypoints (pixels) and
+    visibility are Ultralytics' own eval decoding."""
+    torch.manual_seed(0)
+    model = PoseModel(name, nc=3, data_kpt_shape=(4, 3), verbose=False).eval()
+    adapter = adapter_for(model)
+    assert type(adapter) is PoseHeadAdapter and adapter.spec.task == "pose" and adapter.spec.keypoint_shape == (4, 3)
+    with torch.no_grad():
+        decoded, raw = model(torch.rand(2, 3, 64, 64))  # (B, 4 + C + K·3, A): boxes, scores, keypoints
+    view = adapter.build_view(adapter.split_branches((decoded, raw))["one2many"])
+    expected = decoded[:, 4 + 3 :].permute(0, 2, 1).reshape(2, 84, 4, 3)
+    torch.testing.assert_close(view.keypoints, expected[..., :2])
+    torch.testing.assert_close(view.keypoint_visibility.sigmoid(), expected[..., 2])
+
+
 TASK_MODELS = {
     "detect": (DetectionModel, "yolov8n.yaml"),
     "segment": (SegmentationModel, "yolov8n-seg.yaml"),
     "obb": (OBBModel, "yolov8n-obb.yaml"),
+    "pose": (PoseModel, "yolov8n-pose.yaml"),
 }
 
 
