@@ -21,6 +21,7 @@ from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.nn.tasks import OBBModel, PoseModel, SegmentationModel
 
+from yolokd.cli import main
 from yolokd.config import load_experiment
 from yolokd.data.synthetic import KEYPOINT_SHAPE
 from yolokd.engine.trainer import (
@@ -183,3 +184,18 @@ def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calib
     )
     with pytest.raises(ValueError, match=rf"teacher is a {student_task(teacher)} model .* student is a {task} model"):
         train_experiment(experiment)
+
+
+def test_yolokd_val_and_checked_export_refuse_task_models_in_one_line(task_run, capsys):
+    """'yolokd val' (COCO detection metrics) and 'yolokd export' with its detection checks stop in one line naming
+    the task and the way that works; 'yolokd export checks=false' exports the task model."""
+    task, data, run_dir = task_run
+    best = run_dir / "weights" / "best.pt"
+    assert main(["val", f"model={best}", f"data={data}", "imgsz=64"]) == 2
+    error = capsys.readouterr().err
+    assert f"is a {task} model" in error and f"yolo val task={task}" in error and error.count("\n") == 1
+    assert main(["export", f"model={best}", "format=onnx", "imgsz=64"]) == 2
+    error = capsys.readouterr().err
+    assert f"is a {task} model" in error and "checks=false" in error and error.count("\n") == 1
+    assert main(["export", f"model={best}", "format=onnx", "imgsz=64", "checks=false"]) == 0
+    assert best.with_suffix(".onnx").is_file()

@@ -118,6 +118,11 @@ def export_model(model: str | Path, profile: str | Path | None = None, **overrid
         if problem:
             raise plan.TensorRTUnavailableError(problem)
     student = YOLO(str(model))
+    if student.task != "detect" and options.checks:  # parity and mAP checks match detections only
+        raise ValueError(
+            f"model: {model.name} is a {student.task} model and yolokd's export checks (detection parity, mAP) cover "
+            "detect models only: export it with checks=false (the export itself is Ultralytics')"
+        )
     start = time.perf_counter()
     exporting, quantization = student, None
     if int8_export.makes_qdq_onnx(options, qat):
