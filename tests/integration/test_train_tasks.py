@@ -199,3 +199,28 @@ def test_yolokd_val_and_checked_export_refuse_task_models_in_one_line(task_run, 
     assert f"is a {task} model" in error and "checks=false" in error and error.count("\n") == 1
     assert main(["export", f"model={best}", "format=onnx", "imgsz=64", "checks=false"]) == 0
     assert best.with_suffix(".onnx").is_file()
+
+
+def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrated_teacher, tmp_path):
+    """Stopped after epoch 1 of 2, 'train resume=last.pt' picks the segment trainer from the checkpoint and finishes
+    epoch 2 with its KD terms."""
+    experiment = load_experiment(
+        {
+            **tiny_train_args(task_data("segment"), tmp_path, "run", model="yolov8n-seg.yaml", epochs=2),
+            "teacher": str(calibrated_teacher("yolov8s-seg.yaml")),
+            "distill": [{"loss": "bckd"}, {"loss": "maskkd"}],
+        }
+    )
+    first = SegmentationDistillationTrainer(experiment, overrides=experiment.train_args)
+
+    def interrupt(_trainer):
+        raise KeyboardInterrupt("simulated interruption after the epoch-1 checkpoint")
+
+    first.add_callback("on_model_save", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        first.train()
+    run_dir = train_experiment(None, resume=str(first.last))
+    with open(run_dir / "results.csv") as f:
+        rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+    assert [row["epoch"] for row in rows] == [1.0, 2.0]
+    assert rows[1]["train/maskkd_mask"] > 0 and rows[1]["train/seg_loss"] > 0
