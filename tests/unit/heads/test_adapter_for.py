@@ -47,12 +47,13 @@ def test_detect_models_get_the_detect_adapter(name, family, levels):
     ],
 )
 def test_task_heads_that_subclass_detect_are_refused_naming_the_task(model_class, name, head, task):
-    """Segment/Pose/OBB heads subclass Detect but are not read as Detect: one line names the head and the task."""
+    """YOLO26's Segment/Pose/OBB heads (no adapter yet) are not read as Detect or as their v8 task head: one line
+    names the head and the task."""
     model = _model(model_class, name)
     with pytest.raises(UnsupportedHeadError) as error:
         adapter_for(model)
     message = str(error.value)
-    assert f"head is {head}: {task} models are not supported yet" in message and "\n" not in message
+    assert f"head is {head}: {task} models with this head are not supported yet" in message and "\n" not in message
     assert "Detect or v10Detect" in message and "segment models with a Segment head" in message
     with pytest.raises(TypeError, match="DetectHeadAdapter reads"):  # the adapter itself checks the exact type too
         DetectHeadAdapter(model)
