@@ -28,9 +28,10 @@ class LossParams:
             one2one branch's inputs), so what the student learns from the teacher there shapes the shared
             features. ``one2one`` distils the NMS-free branch's head only. Heads without a one2one branch
             (YOLOv8, YOLO11) only have ``one2many``.
-        grad_share: with ``balance.weight_mode: auto`` (the default), the method's terms are scaled once, at the
-            start of the run, so that their gradient on the student is this share of the GT loss's gradient
-            (:mod:`yolokd.engine.balance`); the terms keep the paper's ratio to each other. Ignored in ``paper`` mode.
+        grad_share: with ``balance.weight_mode: auto`` (the default), the method's terms are scaled so that their
+            gradient on the student is this share of the GT loss's gradient, measured at the start of the run and
+            again after each epoch (:mod:`yolokd.engine.balance`); the terms keep the paper's ratio to each other.
+            Ignored in ``paper`` mode.
     """
 
     branch: str = "one2many"
