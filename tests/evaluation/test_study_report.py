@@ -39,7 +39,7 @@ def test_table_marks_better_worse_and_noise_rows():
 
 
 def test_report_shows_each_kd_rows_balance(tmp_path):
-    """A KD row whose run wrote kd_balance.json gets a line with its share at paper weights and its frozen scale."""
+    """A KD row whose run wrote kd_balance.json gets a line with its share at paper weights and its starting scale."""
     run_dir = tmp_path / "seed0" / "bckd"
     run_dir.mkdir(parents=True)
     balance = {"weight_mode": "auto", "methods": {"bckd_cls_bckd_loc": {"measured_share": 0.1, "scale": 10.0}}}

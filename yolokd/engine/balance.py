@@ -50,7 +50,8 @@ class Balance:
 
     Attributes:
         weight_mode: ``auto`` scales each method so its gradient on the student is ``grad_share`` times the GT
-            loss's, measured at the start of the run and then frozen; ``paper`` keeps the papers' weights as written.
+            loss's, measured at the start of the run (and again each epoch, see ``every_epoch``); ``paper`` keeps the
+            papers' weights as written.
         batches: training batches the balance is measured on (mean of per-batch gradient norms).
         start_epoch: the balance is first measured after this many epochs (a float: 0.5 = half-way through the
             first); KD is off until then and the student trains on the GT loss alone. 0 = before the first step.
@@ -86,7 +87,7 @@ class TermBalance:
 
 @dataclass
 class MethodBalance:
-    """One method (loss module): its gradient share of the GT loss's before and after its frozen scale."""
+    """One method (loss module): its gradient share of the GT loss's before and after its scale."""
 
     terms: list[str]
     grad_norm: float
@@ -124,7 +125,7 @@ class BalanceReport:
         )
 
     def markdown(self) -> str:
-        """Two tables: every term next to the GT components, then each method's share and frozen scale."""
+        """Two tables: every term next to the GT components, then each method's share and scale."""
         gt_grad = self.gt[GT_TOTAL].grad_norm
         lines = [
             f"KD balance over the first {self.batches} batches (weight_mode: {self.weight_mode}); gradient norms on "
@@ -141,7 +142,7 @@ class BalanceReport:
             lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
         lines += [
             "",
-            "| method | terms | share at paper weights | target share | frozen scale | share after scaling |",
+            "| method | terms | share at paper weights | target share | scale | share after scaling |",
             "|---|---|---:|---:|---:|---:|",
         ]
         for name, method in self.methods.items():

@@ -121,7 +121,7 @@ class StudyReport:
             "",
             "KD balance (seed " + str(min(self.settings["seeds"])) + "): gradient share of the GT loss's at the start",
             "",
-            "| row | method | weight mode | share at paper weights | frozen scale | share after scaling |",
+            "| row | method | weight mode | share at paper weights | scale at the start | share after scaling |",
             "|---|---|---|---:|---:|---:|",
         ]
         return head + lines
