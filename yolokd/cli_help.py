@@ -164,5 +164,5 @@ COMMAND_HELP = {
     "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device.\n"
     "Writes study.{md,json,png}; finished runs are cached, so an interrupted study continues.\n"
     "preset=evidence runs the README's evidence benchmark (baseline, bckd, crosskd, pgd, dfd, gdetkd, ld and\n"
-    "Ultralytics' native KD; 3 seeds; 160 px synthetic scenes; teacher YOLOv8s 40 epochs, students 12 epochs).\n",
+    "Ultralytics' native KD; 3 seeds; 160 px synthetic scenes; teacher YOLOv8s 24 epochs, students 12 epochs).\n",
 }

@@ -81,7 +81,7 @@ def teacher_dtype_for(stored: torch.dtype, autocast_dtype: torch.dtype | None) -
 class Distiller:
     """Frozen teacher + loss modules. Called once per step with the student's views; returns weighted KD terms.
 
-    Each method's terms are multiplied by its frozen balance scale (``scales``, see :mod:`yolokd.engine.balance`).
+    Each method's terms are multiplied by its balance scale (``scales``, see :mod:`yolokd.engine.balance`).
 
     The teacher runs in eval mode under ``no_grad``; on CUDA with AMP it is stored in the autocast dtype (fp16, or
     bf16 for ``amp=bf16``) so that autocast does not re-cast its weights every step; a teacher stored in the other
