@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from yolokd.losses.base import DistillLoss, LossParams
-from yolokd.views import HeadSpec, Targets, View
+from yolokd.views import Targets, View
 
 
 def angle_kd_loss(student_angles: Tensor, teacher_angles: Tensor) -> Tensor:
@@ -54,17 +54,9 @@ class AngleKDLoss(DistillLoss):
 
     name = "anglekd"
     Params = AngleKDParams
+    task = "obb"
+    task_outputs = "box angles"
     term_suffixes = ("angle",)
-
-    def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
-        """Both heads must be OBB heads."""
-        super().check_pair(teacher_head, student_head)
-        for role, head in (("teacher", teacher_head), ("student", student_head)):
-            if head.task != "obb":
-                raise ValueError(
-                    f"loss 'anglekd' distils box angles, but the {role} is a {head.task} model ({head.family}); "
-                    "use it with obb teachers and students only"
-                )
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         # Every anchor is computed and negatives are zeroed (a boolean gather would sync with the host each step).

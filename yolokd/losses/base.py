@@ -73,6 +73,8 @@ class DistillLoss(nn.Module):
     name: ClassVar[str]
     Params: ClassVar[type[LossParams]] = LossParams
     term_suffixes: ClassVar[tuple[str, ...]] = ()
+    task: ClassVar[str | None] = None  # the one Ultralytics task whose heads this loss reads (None: any task)
+    task_outputs: ClassVar[str] = ""  # what it distils there, for the error message ("instance masks")
     # Head branch parts ("box", "cls") whose stage outputs the method reads from View.stages.
     stage_parts: ClassVar[tuple[str, ...]] = ()
 
@@ -98,6 +100,11 @@ class DistillLoss(nn.Module):
                 raise ValueError(
                     f"loss '{self.name}' distils branch '{branch}', but the {role} ({head.family}) only has "
                     f"{list(head.branches)}; set branch=one2many for this loss"
+                )
+            if self.task is not None and head.task != self.task:
+                raise ValueError(
+                    f"loss '{self.name}' distils {self.task_outputs}, but the {role} is a {head.task} model "
+                    f"({head.family}); use it with {self.task} teachers and students only"
                 )
 
     @property

@@ -96,6 +96,8 @@ class KeypointKDLoss(DistillLoss):
 
     name = "kptkd"
     Params = KeypointKDParams
+    task = "pose"
+    task_outputs = "keypoints"
     term_suffixes = ("loc", "vis")
 
     def __init__(self, params: KeypointKDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
@@ -103,14 +105,8 @@ class KeypointKDLoss(DistillLoss):
         self.register_buffer("sigmas", keypoint_sigmas(*student_head.keypoint_shape), persistent=False)
 
     def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
-        """Both heads must be pose heads with the same keypoint shape."""
+        """Both heads must be pose heads (the base check) with the same keypoint shape."""
         super().check_pair(teacher_head, student_head)
-        for role, head in (("teacher", teacher_head), ("student", student_head)):
-            if head.task != "pose":
-                raise ValueError(
-                    f"loss 'kptkd' distils keypoints, but the {role} is a {head.task} model ({head.family}); "
-                    "use it with pose teachers and students only"
-                )
         if teacher_head.keypoint_shape != student_head.keypoint_shape:
             raise ValueError(
                 f"loss 'kptkd' needs the same keypoints on both sides: teacher keypoint shape "

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from yolokd.losses.base import DistillLoss, LossParams
-from yolokd.views import HeadSpec, Targets, View
+from yolokd.views import Targets, View
 
 KINDS = ("kl", "dice")
 ULTRALYTICS_MASK_GAIN = 7.5  # v8SegmentationLoss multiplies its mask BCE by hyp.box (7.5)
@@ -112,17 +112,9 @@ class MaskKDLoss(DistillLoss):
 
     name = "maskkd"
     Params = MaskKDParams
+    task = "segment"
+    task_outputs = "instance masks"
     term_suffixes = ("mask",)
-
-    def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
-        """Both heads must be segment heads."""
-        super().check_pair(teacher_head, student_head)
-        for role, head in (("teacher", teacher_head), ("student", student_head)):
-            if head.task != "segment":
-                raise ValueError(
-                    f"loss 'maskkd' distils instance masks, but the {role} is a {head.task} model ({head.family}); "
-                    "use it with segment teachers and students only"
-                )
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         fg_mask = targets.fg_mask
