@@ -48,6 +48,11 @@ def bckd_cls_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
     return (bce * (teacher_scores - student_logits.sigmoid()).abs()).sum()
 
 
+def score_disagreement(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+    """Per-anchor localisation weight ``max_c |σ(t_ac) - σ(s_ac)|`` (both detached: a weight, not a target)."""
+    return (teacher_logits.detach().sigmoid() - student_logits.detach().sigmoid()).abs().amax(dim=1)
+
+
 def bckd_loc_loss(
     student_boxes: Tensor, teacher_boxes: Tensor, student_logits: Tensor, teacher_logits: Tensor
 ) -> Tensor:
@@ -62,7 +67,7 @@ def bckd_loc_loss(
     Returns:
         0-d tensor: ``Σ_a max_c |σ(t_ac) - σ(s_ac)| * (1 - GIoU(b_s, b_t))``.
     """
-    weight = (teacher_logits.detach().sigmoid() - student_logits.detach().sigmoid()).abs().amax(dim=1)
+    weight = score_disagreement(student_logits, teacher_logits)
     giou_loss = generalized_box_iou_loss(student_boxes, teacher_boxes.detach(), reduction="none")
     return (weight * giou_loss).sum()
 
@@ -81,7 +86,7 @@ def bckd_rotated_loc_loss(
     Returns:
         0-d tensor: ``Σ_a max_c |σ(t_ac) - σ(s_ac)| * (1 - ProbIoU(b_s, b_t))``.
     """
-    weight = (teacher_logits.detach().sigmoid() - student_logits.detach().sigmoid()).abs().amax(dim=1)
+    weight = score_disagreement(student_logits, teacher_logits)
     iou = probiou(teacher_rboxes.detach(), student_rboxes).squeeze(-1)
     return (weight * (1 - iou)).sum()
 
