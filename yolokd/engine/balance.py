@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -161,11 +161,25 @@ class BalanceReport:
         return json_path, md_path
 
 
-def grad_norm(output: Tensor, params: list[nn.Parameter]) -> float:
-    """L2 norm over `params` of d output / d params (0 for parameters the output does not reach)."""
-    if not output.requires_grad:
+GradReduce = Callable[[list[Tensor | None], list[nn.Parameter]], list[Tensor]]
+SumsReduce = Callable[[dict[str, list[float | None]]], dict[str, list[float | None]]]
+
+
+def grad_norm(output: Tensor, params: list[nn.Parameter], reduce: GradReduce | None = None) -> float:
+    """L2 norm over `params` of d output / d params (0 for parameters the output does not reach).
+
+    ``reduce`` (DDP, :func:`yolokd.engine.ddp.sum_gradients`) sums each parameter's gradient over the ranks first:
+    the norm of the global batch's gradient, as one process on the whole batch measures it. Every rank takes part,
+    with no gradient (None) where its `output` does not reach a parameter.
+    """
+    if output.requires_grad:
+        grads = list(torch.autograd.grad(output, params, retain_graph=True, allow_unused=True))
+    elif reduce is None:
         return 0.0
-    grads = torch.autograd.grad(output, params, retain_graph=True, allow_unused=True)
+    else:
+        grads = [None] * len(params)
+    if reduce is not None:
+        grads = reduce(grads, params)
     squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
     return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
 
@@ -230,6 +244,8 @@ def measure_balance(
     shares: dict[str, float],
     mode: str,
     detail: bool = True,
+    reduce_grads: GradReduce | None = None,
+    reduce_sums: SumsReduce | None = None,
 ) -> BalanceReport:
     """Measure every GT component and KD term on `batches` and decide each method's scale.
 
@@ -241,6 +257,10 @@ def measure_balance(
         mode: ``auto`` or ``paper``.
         detail: gradient norms of every GT component and KD term (the table); False measures only the whole GT
             loss's and each method's (what the scales need; the per-epoch update), the others' norms are NaN.
+        reduce_grads: under DDP, sums each measured gradient over the ranks before its norm is taken
+            (:func:`yolokd.engine.ddp.sum_gradients`): each rank measures its share of every global batch.
+        reduce_sums: under DDP, averages each term's [value sum, gradient-norm sum] over the ranks
+            (:func:`yolokd.engine.ddp.average_sums`), so every rank decides the same scales.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     methods = criterion.distiller.method_terms()
@@ -260,10 +280,12 @@ def measure_balance(
             entry = sums.setdefault(name, [0.0, 0.0])
             entry[0] += float(value.detach()) / batch_size
             if detail or name == GT_TOTAL or name.startswith("method:"):
-                entry[1] += grad_norm(value, params)
+                entry[1] += grad_norm(value, params, reduce_grads)
             else:
                 entry[1] = None
         count += 1
+    if reduce_sums is not None:
+        sums = reduce_sums(sums)
     if count == 0:
         raise ValueError("KD balance: no training batch to measure on; the training set is empty")
     bad = [

@@ -28,13 +28,25 @@ from ultralytics.models.yolo.obb import OBBTrainer
 from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.nn.tasks import guess_model_task, load_checkpoint, yaml_model_load
-from ultralytics.utils import DEFAULT_CFG, LOGGER, YAML, colorstr
-from ultralytics.utils.torch_utils import unwrap_model
+from ultralytics.utils import DEFAULT_CFG, LOCAL_RANK, LOGGER, RANK, YAML, colorstr
+from ultralytics.utils.torch_utils import torch_distributed_zero_first, unwrap_model
 
 from yolokd.config import Experiment, load_experiment
 from yolokd.engine.balance import BalanceReport, measure_balance, preserved_state
 from yolokd.engine.checkpoint import kd_state_path, load_kd_state, save_kd_state
 from yolokd.engine.criterion import DistillationCriterion
+from yolokd.engine.ddp import (
+    any_rank,
+    average_gradients,
+    average_sums,
+    balance_slice,
+    broadcast_state,
+    distributed,
+    every_rank,
+    experiment_for_ranks,
+    experiment_from_launcher,
+    sum_gradients,
+)
 from yolokd.engine.distiller import Distiller, amp_teacher_dtype, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
 from yolokd.heads import adapter_for
@@ -80,14 +92,25 @@ class DistillationMixin:
     Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
 
     Args:
-        experiment: the validated experiment; None when resuming (it is read back from ``kd_state.pt``).
+    Multi-GPU (``device=0,1,...``) runs on Ultralytics' DDP launcher, which rebuilds this trainer in each rank from
+    its args (``cfg``, ``overrides``, ``_callbacks``); what distillation adds there is in :mod:`yolokd.engine.ddp`.
+
+        experiment: the validated experiment; None when resuming (it is read back from ``kd_state.pt``) and in a DDP
+            rank (it comes from the launching process, :func:`~yolokd.engine.ddp.experiment_from_launcher`).
         overrides: Ultralytics train arguments (normally ``experiment.train_args``, plus ``resume``).
     """
+        cfg: Ultralytics' base configuration (its DDP launcher passes its defaults).
 
-    def __init__(self, experiment: Experiment | None = None, overrides: dict[str, Any] | None = None, _callbacks=None):
-        super().__init__(overrides=overrides, _callbacks=_callbacks)
-        if self.ddp:
-            raise NotImplementedError("yolokd does not support multi-GPU (DDP) training yet; pass a single device")
+    def __init__(
+        self,
+        experiment: Experiment | None = None,
+        overrides: dict[str, Any] | None = None,
+        _callbacks=None,
+        cfg=DEFAULT_CFG,
+    ):
+        super().__init__(cfg=cfg, overrides=overrides, _callbacks=_callbacks)
+        if experiment is None and RANK != -1 and experiment_from_launcher() is not None:
+            experiment = load_experiment(experiment_from_launcher())  # a DDP rank: the launcher's experiment
         self.resume_state: dict[str, Any] | None = None
         if self.resume:
             self.resume_state = load_kd_state(kd_state_path(self.args.model))
@@ -104,12 +127,24 @@ class DistillationMixin:
         self.batch_in_epoch = 0
         self.epoch_scales: dict[str, float] = {}  # each method's KD scale during this epoch, for results.csv
         self.step_recording = ExitStack()  # the student's stage recording, open from batch start to batch end
-        YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
-        self.add_callback("on_train_epoch_start", DistillationMixin._start_epoch_schedule)
-        self.add_callback("on_train_batch_start", DistillationMixin._step_schedule)
-        self.add_callback("on_train_batch_end", DistillationMixin._end_step)
-        self.add_callback("on_train_epoch_end", DistillationMixin._end_step)  # a step cut short (OOM retry)
-        self.add_callback("on_train_epoch_end", DistillationMixin._refresh_balance)
+        if RANK in {-1, 0}:
+            YAML.save(self.save_dir / "distill.yaml", experiment.to_dict())
+        for event, callback in (
+            ("on_train_epoch_start", DistillationMixin._start_epoch_schedule),
+            ("on_train_batch_start", DistillationMixin._step_schedule),
+            ("on_train_batch_end", DistillationMixin._end_step),
+            ("on_train_epoch_end", DistillationMixin._end_step),  # a step cut short (OOM retry)
+            ("on_train_epoch_end", DistillationMixin._refresh_balance),
+        ):
+            if callback not in self.callbacks[event]:  # a DDP rank gets the launcher's callbacks, ours included
+                self.add_callback(event, callback)
+
+    def train(self):
+        """Train; on several GPUs through Ultralytics' DDP launcher, the experiment travelling to the ranks."""
+        if not self.ddp:
+            return super().train()
+        with experiment_for_ranks(self.experiment.to_dict()):
+            return super().train()
 
     # --- building -------------------------------------------------------------------------------------------
     def get_dataset(self):
@@ -125,10 +160,12 @@ class DistillationMixin:
         """Build the student as Ultralytics does, then the teacher and loss modules that depend on it."""
         ckpt = super().setup_model()
         if self.experiment.distill:
-            teacher = load_teacher(self.experiment.teacher, self.device)
+            with torch_distributed_zero_first(LOCAL_RANK):  # a release-name teacher is downloaded once per machine
+                teacher = load_teacher(self.experiment.teacher, self.device)  # each DDP rank runs its own teacher
             check_teacher_classes(teacher.names, self.data["names"])
             self.distiller = Distiller(teacher, self.model, self.experiment.distill, self.device)
             spec = self.distiller.teacher_adapter.spec
+            broadcast_state(self.distiller.losses)  # DDP: every rank starts from rank 0's KD modules
             LOGGER.info(
                 f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.family}), "
                 f"losses {list(self.distiller.losses)}, terms {list(self.distiller.term_names)}"
@@ -189,14 +226,16 @@ class DistillationMixin:
                         settings.weight_mode,
                         detail,
                     )
+                        reduce_grads=sum_gradients if distributed() else None,
+                        reduce_sums=average_sums if distributed() else None,
             finally:
                 criterion.kd_factor = factor
 
     def _balance_batches(self, dataset, count: int):
-        """The first `count` batches of the training set in file order, augmented and preprocessed as in training."""
-        size = self.batch_size
+        """The first `count` batches of the training set in file order, augmented and preprocessed as in training
+        (under DDP, this rank's share of each)."""
         for index in range(count):
-            items = [dataset[i % len(dataset)] for i in range(index * size, (index + 1) * size)]
+            items = [dataset[i % len(dataset)] for i in balance_slice(index, self.batch_size)]
             yield self.preprocess_batch(dataset.collate_fn(items))
 
     def _refresh_balance(self) -> None:
@@ -213,7 +252,7 @@ class DistillationMixin:
         schedule = self.experiment.schedule
         if next_epoch >= self.epochs or schedule.factor(next_epoch, self.epochs, self.args.close_mosaic) == 0:
             return
-        if self.loss is not None and not bool(self.loss.isfinite()):  # Ultralytics' own NaN-recovery test
+        if self.loss is not None and not every_rank(bool(self.loss.isfinite())):  # Ultralytics' NaN-recovery test
             return
         self.balance = self.measure_balance(detail=False)
         self.distiller.scales = self.balance.scales
@@ -230,6 +269,8 @@ class DistillationMixin:
 
     def _show_balance(self) -> None:
         self.balance.write(self.save_dir)
+        if RANK not in {-1, 0}:  # DDP: every rank holds the same balance; rank 0 writes and shows it
+            return
         LOGGER.info(f"{colorstr('yolokd:')} {self.balance.markdown()}(written to {self.save_dir / 'kd_balance.md'})")
 
     def _install_criterion(self, model: nn.Module) -> DistillationCriterion:
@@ -274,8 +315,9 @@ class DistillationMixin:
     def optimizer_step(self):
         """Refuse to step on a non-finite KD term, then step the KD optimiser beside the student's."""
         criterion = getattr(unwrap_model(self.model), "criterion", None)
-        if isinstance(criterion, DistillationCriterion) and criterion.nonfinite.any():  # one sync per optimiser step
-            bad = [n for n, flag in zip(self.distiller.term_names, criterion.nonfinite.tolist(), strict=True) if flag]
+        nonfinite = any_rank(criterion.nonfinite) if isinstance(criterion, DistillationCriterion) else None
+        if nonfinite is not None and nonfinite.any():  # one sync per optimiser step; DDP: every rank stops together
+            bad = [n for n, flag in zip(self.distiller.term_names, nonfinite.tolist(), strict=True) if flag]
             raise FloatingPointError(
                 f"KD term(s) {bad} became NaN/Inf in epoch {self.epoch + 1}; the optimiser step was not taken, so "
                 f"'{self.last}' still holds the last good epoch. Lower the term's weight or check the teacher, then "
@@ -283,6 +325,8 @@ class DistillationMixin:
             )
         if self.kd_optimizer is not None:
             student_group = next(g for g in self.optimizer.param_groups if g.get("param_group") in {"weight", "muon"})
+            if distributed():  # DDP averaged the student's gradients in backward; the KD modules' are averaged here
+                average_gradients([p for group in self.kd_optimizer.param_groups for p in group["params"]])
             step_kd_optimizer(self.kd_optimizer, self.scaler, student_group["lr"])
         super().optimizer_step()
 
@@ -313,7 +357,7 @@ class DistillationMixin:
     def save_model(self):
         """Ultralytics' student checkpoints, then the KD state beside ``last.pt``."""
         saved = super().save_model()
-        if saved and self.distiller is not None:
+        if saved and self.distiller is not None and RANK in {-1, 0}:  # Ultralytics saves on rank 0 only, as here
             save_kd_state(
                 kd_state_path(self.last),
                 epoch=self.epoch,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
+from torch import distributed as dist
 from torchvision.ops import box_iou, roi_align
 
 # RoIAlign points per bin side: the bin centre. Fixed, so the cost per RoI is too (mmdetection's adaptive count grows
@@ -249,8 +250,36 @@ def ckd_negative_mask(boxes: Tensor, image_index: Tensor, valid: Tensor, iou_thr
     return valid[None, :] & ~overlapping & ~itself
 
 
+def gather_from_ranks(representations: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    """Under DDP, every rank's (N_r, D) representations and (N_r,) validity, concatenated in rank order (all ranks get
+    the same result); outside DDP the inputs as they are.
+
+    Ranks may hold different N_r (a smaller last batch): each is padded to the largest with invalid rows, which the
+    queue stores as invalid (never a negative). One small all-gather of the sizes (a host sync), one of the rows.
+    """
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return representations, valid
+    world = dist.get_world_size()
+    count = torch.tensor([len(valid)], device=valid.device)
+    counts = [torch.zeros_like(count) for _ in range(world)]
+    dist.all_gather(counts, count)
+    longest = int(max(c.item() for c in counts))
+    padded_reps = representations.new_zeros(longest, representations.shape[1])
+    padded_reps[: len(valid)] = representations
+    padded_valid = valid.new_zeros(longest, dtype=torch.uint8)  # bool all-gather is not on every backend
+    padded_valid[: len(valid)] = valid.to(torch.uint8)
+    all_reps = [torch.empty_like(padded_reps) for _ in range(world)]
+    all_valid = [torch.empty_like(padded_valid) for _ in range(world)]
+    dist.all_gather(all_reps, padded_reps.contiguous())
+    dist.all_gather(all_valid, padded_valid)
+    return torch.cat(all_reps), torch.cat(all_valid).bool()
+
+
 class RepresentationQueue(nn.Module):
     """FIFO memory of teacher RoI representations; buffers only, saved with the KD state.
+
+    Under DDP each push stores the teacher representations of every rank (:func:`gather_from_ranks`), so the
+    queue holds the same negatives on every rank, as MoCo enqueues the keys it all-gathers.
 
     Args:
         size: Q entries (0 = no queue).
@@ -269,6 +298,7 @@ class RepresentationQueue(nn.Module):
         """Write (N, D) representations and their (N,) validity over the oldest entries (the last Q if N > Q)."""
         if self.size == 0:
             return
+        representations, valid = gather_from_ranks(representations, valid)
         representations, valid = representations[-self.size :], valid[-self.size :]
         index = (self.pointer + torch.arange(len(valid), device=valid.device)) % self.size
         self.representations[index] = representations.to(self.representations.dtype)
@@ -282,6 +312,7 @@ __all__ = [
     "RoiSample",
     "batched_box_iou",
     "ckd_negative_mask",
+    "gather_from_ranks",
     "pool_rois",
     "roi_levels",
     "sample_rois",
