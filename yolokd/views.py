@@ -41,7 +41,8 @@ class View:
             K may differ between teacher and student).
         prototypes: segment heads only, else None: (B, K, H_m, W_m) mask prototypes (H_m = H / 4 for Ultralytics'
             Proto); an anchor's mask logits are ``mask_coefficients[b, a] @ prototypes[b]`` (pre-sigmoid).
-        angles: OBB heads only, else None: (B, A, 1) predicted rotation, radians (Ultralytics' [-pi/4, 3pi/4)).
+        angles: OBB heads only, else None: (B, A, 1) predicted rotation, radians (``OBB``: in [-pi/4, 3pi/4);
+            ``OBB26``: unbounded, as its head outputs it; a box's angle matters modulo pi).
         rboxes: OBB heads only, else None: (B, A, 5) decoded rotated boxes, xywhr (centre, size in pixels, angle
             in radians); ``box_output`` holds the ltrb distances in each box's own rotated frame.
         keypoints: pose heads only, else None: (B, A, K, 2) decoded keypoints (x, y), pixels (K keypoints).

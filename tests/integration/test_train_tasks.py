@@ -1,6 +1,6 @@
-"""1-epoch KD runs of segment, pose and OBB students (task trainer picked by the student's task): every KD term finite
-and non-zero, and the saved student is a plain Ultralytics model of its task that loads, validates and exports to
-ONNX with parity."""
+"""1-epoch KD runs of segment, pose and OBB students, YOLOv8 and YOLO26 (task trainer picked by the student's task):
+every KD term finite and non-zero, and the saved student is a plain Ultralytics model of its task that loads,
+validates and exports to ONNX with parity."""
 
 from __future__ import annotations
 
@@ -36,10 +36,12 @@ from yolokd.engine.trainer import (
 
 pytestmark = pytest.mark.integration
 
-# Per task: student, teacher, methods (every task term plus methods that read boxes/IoUs and head stages), the KD
-# terms they log, the model class, Ultralytics' own task loss column and a task metric column.
-TASKS = {
+# Per run: the task, student, teacher, methods (every task term plus methods that read boxes/IoUs and head stages; on
+# YOLO26, reg_max=1 heads with one2many + one2one branches: one2many methods plus bckd on one2one, "name@branch"), the
+# KD terms they log, the model class, Ultralytics' own task loss column and a task metric column.
+RUNS = {
     "segment": dict(
+        task="segment",
         student="yolov8n-seg.yaml",
         teacher="yolov8s-seg.yaml",
         distill=["bckd", "maskkd", "crosskd"],
@@ -49,6 +51,7 @@ TASKS = {
         metric="metrics/mAP50-95(M)",
     ),
     "pose": dict(
+        task="pose",
         student="yolov8n-pose.yaml",
         teacher="yolov8s-pose.yaml",
         distill=["bckd", "kptkd", "ld"],
@@ -58,6 +61,7 @@ TASKS = {
         metric="metrics/mAP50-95(P)",
     ),
     "obb": dict(
+        task="obb",
         student="yolov8n-obb.yaml",
         teacher="yolov8s-obb.yaml",
         distill=["bckd", "anglekd", "pgd"],
@@ -66,7 +70,46 @@ TASKS = {
         gt_column="angle_loss",
         metric="metrics/mAP50-95(B)",
     ),
+    "segment26": dict(
+        task="segment",
+        student="yolo26n-seg.yaml",
+        teacher="yolo26s-seg.yaml",
+        distill=["maskkd", "crosskd", "bckd@one2one"],
+        terms=["maskkd_mask", "crosskd_cls", "crosskd_loc", "bckd_cls_o2o", "bckd_loc_o2o"],
+        model_class=SegmentationModel,
+        gt_column="sem_loss",
+        metric="metrics/mAP50-95(M)",
+    ),
+    "pose26": dict(
+        task="pose",
+        student="yolo26n-pose.yaml",
+        teacher="yolo26s-pose.yaml",
+        distill=["kptkd", "bckd", "kptkd@one2one"],
+        terms=["kptkd_loc", "kptkd_vis", "bckd_cls", "bckd_loc", "kptkd_loc_o2o", "kptkd_vis_o2o"],
+        model_class=PoseModel,
+        gt_column="rle_loss",
+        metric="metrics/mAP50-95(P)",
+    ),
+    "obb26": dict(
+        task="obb",
+        student="yolo26n-obb.yaml",
+        teacher="yolo26s-obb.yaml",
+        distill=["anglekd", "crosskd", "bckd@one2one"],
+        terms=["anglekd_angle", "crosskd_cls", "crosskd_loc", "bckd_cls_o2o", "bckd_loc_o2o"],
+        model_class=OBBModel,
+        gt_column="angle_loss",
+        metric="metrics/mAP50-95(B)",
+    ),
 }
+
+
+def distill_entries(methods: list[str]) -> list[dict]:
+    """``["bckd", "bckd@one2one"]`` -> ``[{"loss": "bckd"}, {"loss": "bckd", "branch": "one2one"}]``."""
+    entries = []
+    for method in methods:
+        name, _, branch = method.partition("@")
+        entries.append({"loss": name, **({"branch": branch} if branch else {})})
+    return entries
 
 
 def read_row(run_dir: Path) -> dict[str, float]:
@@ -84,25 +127,26 @@ def task_data(tmp_path_factory):
     return lambda task: make_synthetic_dataset(root / task, num_train=16, num_val=8, imgsz=64, seed=0, task=task)
 
 
-@pytest.fixture(scope="module", params=list(TASKS))
+@pytest.fixture(scope="module", params=list(RUNS))
 def task_run(request, task_data, calibrated_teacher, tmp_path_factory) -> tuple[str, Path, Path]:
-    """(task, data.yaml, run folder) of a 1-epoch run of the task's student from a calibrated teacher."""
-    task, spec = request.param, TASKS[request.param]
-    data = task_data(task)
+    """(run name, data.yaml, run folder) of a 1-epoch run of the run's student from a calibrated teacher."""
+    spec = RUNS[request.param]
+    data = task_data(spec["task"])
     experiment = load_experiment(
         {
-            **tiny_train_args(data, tmp_path_factory.mktemp(task), "run", model=spec["student"]),
+            **tiny_train_args(data, tmp_path_factory.mktemp(request.param), "run", model=spec["student"]),
             "teacher": str(calibrated_teacher(spec["teacher"])),
-            "distill": [{"loss": name} for name in spec["distill"]],
+            "distill": distill_entries(spec["distill"]),
         }
     )
-    return task, data, train_experiment(experiment)
+    return request.param, data, train_experiment(experiment)
 
 
 def test_run_logs_the_task_loss_and_every_kd_term(task_run):
     """Ultralytics' task loss and metric columns, and every KD term finite and > 0 in train and val."""
-    task, _, run_dir = task_run
-    row, spec = read_row(run_dir), TASKS[task]
+    name, _, run_dir = task_run
+    row, spec = read_row(run_dir), RUNS[name]
+    task = spec["task"]
     assert row[f"train/{spec['gt_column']}"] > 0 and spec["metric"] in row
     assert yaml.safe_load((run_dir / "args.yaml").read_text())["task"] == task
     for term in spec["terms"]:
@@ -114,8 +158,9 @@ def test_run_logs_the_task_loss_and_every_kd_term(task_run):
 def test_student_is_a_plain_ultralytics_model_of_its_task(task_run, synthetic_names):
     """best.pt holds the task's model class with a fresh one's state keys and no KD residue; YOLO validates it as a
     model of that task over the val split's GT."""
-    task, data, run_dir = task_run
-    spec = TASKS[task]
+    name, data, run_dir = task_run
+    spec = RUNS[name]
+    task = spec["task"]
     best = run_dir / "weights" / "best.pt"
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     model = ckpt.get("ema") or ckpt["model"]
@@ -149,8 +194,9 @@ def test_student_exports_to_onnx_with_parity(task_run):
 
 def test_train_picks_the_trainer_by_the_students_task(task_run):
     """The student's task picks the trainer: a YAML by its head, a checkpoint by its model."""
-    task, _, run_dir = task_run
-    assert student_task(TASKS[task]["student"]) == task and student_task(run_dir / "weights" / "last.pt") == task
+    name, _, run_dir = task_run
+    task = RUNS[name]["task"]
+    assert student_task(RUNS[name]["student"]) == task and student_task(run_dir / "weights" / "last.pt") == task
     assert student_task("yolov8n.yaml") == "detect"
     pairs = {
         "detect": (DistillationTrainer, DetectionTrainer),
@@ -158,8 +204,8 @@ def test_train_picks_the_trainer_by_the_students_task(task_run):
         "pose": (PoseDistillationTrainer, PoseTrainer),
         "obb": (OBBDistillationTrainer, OBBTrainer),
     }
-    for name, (ours, theirs) in pairs.items():
-        assert trainer_for(name) is ours and issubclass(ours, theirs)
+    for task_name, (ours, theirs) in pairs.items():
+        assert trainer_for(task_name) is ours and issubclass(ours, theirs)
     with pytest.raises(ValueError, match="cannot distil classify students"):
         trainer_for("classify")
 
@@ -189,7 +235,8 @@ def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calib
 def test_yolokd_val_and_checked_export_refuse_task_models_in_one_line(task_run, capsys):
     """'yolokd val' (COCO detection metrics) and 'yolokd export' with its detection checks stop in one line naming
     the task and the way that works; 'yolokd export checks=false' exports the task model."""
-    task, data, run_dir = task_run
+    name, data, run_dir = task_run
+    task = RUNS[name]["task"]
     best = run_dir / "weights" / "best.pt"
     assert main(["val", f"model={best}", f"data={data}", "imgsz=64"]) == 2
     error = capsys.readouterr().err

@@ -22,9 +22,8 @@ ADAPTERS: tuple[type[HeadAdapter], ...] = (
     OBBHeadAdapter,
 )
 
-# Ultralytics task names as they appear in head class names (Segment26 -> segment), most specific first.
+# Ultralytics task names as they appear in head class names (YOLOESegment -> segment), most specific first.
 TASK_NAMES = ("semantic", "segment", "pose", "obb", "classify", "depth")
-PLANNED_TASKS = ("segment", "pose", "obb")  # their YOLO26 heads (Segment26, Pose26, OBB26)
 
 
 class UnsupportedHeadError(ValueError):
@@ -43,10 +42,10 @@ def adapter_for(model: nn.Module) -> HeadAdapter:
             return adapter(model)
     name = type(head).__name__ if head is not None else f"no head ({type(model).__name__})"
     task = next((task for task in TASK_NAMES if task in name.lower()), None)
-    if any(adapter.task == task for adapter in ADAPTERS):  # the task is served, this head of it is not (YOLO26's)
-        what = f"{task} models with this head are not supported yet"
+    if any(adapter.task == task for adapter in ADAPTERS):  # the task is served, this head of it is not (YOLOE's)
+        what = f"{task} models with this head are not supported"
     else:
-        what = f"{task} models are not supported{' yet' if task in PLANNED_TASKS else ''}" if task else "not supported"
+        what = f"{task} models are not supported" if task else "not supported"
     supported = "; ".join(
         f"{a.task} models with a {' or '.join(t.__name__ for t in a.head_types)} head ({a.models})" for a in ADAPTERS
     )

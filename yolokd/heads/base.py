@@ -67,6 +67,14 @@ class HeadAdapter(ABC):
     def decode(self, box_output: Tensor, anchors: Tensor) -> Tensor:
         """(B, A, 4R) raw box output + (A, 2) anchors -> (B, A, 4) xyxy boxes in grid units."""
 
+    def decode_in_box_frame(self, box_output: Tensor, anchors: Tensor) -> Tensor:
+        """(B, A, 4R) raw box output + (A, 2) anchors -> (B, A, 4) xyxy boxes in grid units, in each box's own frame.
+
+        Axis-aligned heads: the image frame (``decode``). Heads whose boxes live in a frame of their own (OBB: the
+        ltrb distances in the frame of the anchor's angle) override it.
+        """
+        return self.decode(box_output, anchors)
+
     @abstractmethod
     def stage_modules(self, branch: str, part: str, stage: int) -> list[nn.Module]:
         """The modules whose forward outputs are one stage's recorded points.

@@ -1,18 +1,19 @@
-"""Head adapter for Ultralytics' ``OBB`` head (YOLOv8-obb, YOLO11-obb): a Detect head whose box branch predicts ltrb
-distances in each box's own rotated frame, plus an angle branch (``cv4``, one angle per anchor).
+"""Head adapter for Ultralytics' ``OBB`` heads (YOLOv8-obb, YOLO11-obb; ``OBB26``: YOLO26-obb): a Detect head whose box
+branch predicts ltrb distances in each box's own rotated frame, plus an angle branch (``cv4``, one angle per anchor).
 
 The towers (``cv2``/``cv3``), their stages and CrossKD's tail are the Detect family's. What differs is decoding: a
 box is ``dist2rbox(ltrb, angle, anchor)``, a rotated xywhr box; views carry it as ``rboxes`` with the angles, and
 ``boxes`` is the axis-aligned box enclosing it, so methods that only place boxes on the grid (FGD's masks, G-DetKD's
-RoIs) run unchanged, and IoU-based methods use ProbIoU on ``rboxes`` (see each loss's docstring). ``OBB26`` (raw
-angles, YOLO26's loss) is not read here yet.
+RoIs) run unchanged, and IoU-based methods use ProbIoU on ``rboxes`` (see each loss's docstring). ``OBB26`` outputs the
+raw angle (no sigmoid squashing into [-pi/4, 3pi/4)) and regresses ltrb directly (reg_max=1, no DFL); Ultralytics
+decodes it with the same ``dist2rbox`` and trains it with the same ``v8OBBLoss``, so it is read the same way.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-from ultralytics.nn.modules.head import OBB
+from ultralytics.nn.modules.head import OBB, OBB26
 from ultralytics.utils.tal import dist2rbox, make_anchors
 
 from yolokd.heads.base import RawOutputs
@@ -23,9 +24,9 @@ from yolokd.views import View, enclosing_boxes
 class OBBHeadAdapter(DetectHeadAdapter):
     """Reads views (rotated boxes, angles, and the Detect outputs) out of one model's OBB head."""
 
-    head_types = (OBB,)
+    head_types = (OBB, OBB26)
     task = "obb"
-    models = "YOLOv8-obb, YOLO11-obb"
+    models = "YOLOv8-obb, YOLO11-obb, YOLO26-obb"
 
     def build_view(self, raw: RawOutputs, stages: dict[str, list[list[Tensor]]] | None = None) -> View:
         """``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``angle`` (B, 1, A) radians, ``feats`` -> a View with rboxes."""
@@ -64,3 +65,12 @@ class OBBHeadAdapter(DetectHeadAdapter):
     def decode(self, box_output: Tensor, anchors: Tensor) -> Tensor:
         """Refused: an OBB box needs its angle (``decode_rotated``); an axis-aligned decoding would drop it."""
         raise TypeError("OBB boxes need their angle: use OBBHeadAdapter.decode_rotated(box_output, angles, anchors)")
+
+    def decode_in_box_frame(self, box_output: Tensor, anchors: Tensor) -> Tensor:
+        """(B, A, 4R) raw box output + (A, 2) anchors -> (B, A, 4) xyxy boxes in each box's own rotated frame.
+
+        The ltrb distances decoded around the anchor without turning them by the angle: the rotated box as seen in
+        its own frame, up to a rotation about the anchor. Two boxes of one anchor in the same frame (a cross-head box
+        and the teacher's, both in the teacher's angle) compare by any rotation-invariant measure, e.g. GIoU.
+        """
+        return super().decode(box_output, anchors)

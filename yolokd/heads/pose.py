@@ -1,16 +1,17 @@
-"""Head adapter for Ultralytics' ``Pose`` head (YOLOv8-pose, YOLO11-pose): a Detect head plus a keypoint tower
-(``cv4``: K x (x, y[, visibility]) per anchor).
+"""Head adapter for Ultralytics' ``Pose`` heads (YOLOv8-pose, YOLO11-pose; ``Pose26``: YOLO26-pose): a Detect head
+plus a keypoint tower (``cv4``: K x (x, y[, visibility]) per anchor).
 
 The detection part (towers, stages, decoding, CrossKD's tail) is the Detect family's, unchanged. Views also carry the
-decoded keypoints in pixels (Ultralytics' ``kpts_decode``: ``(2 · raw + anchor - 0.5) · stride``) and the visibility
-logits, which keypoint KD (``yolokd.losses.kptkd``) reads. ``Pose26`` (YOLO26-pose: RLE keypoint loss, sigma
-outputs) is not read here yet.
+decoded keypoints in pixels and the visibility logits, which keypoint KD (``yolokd.losses.kptkd``) reads. Decoding is
+Ultralytics' ``kpts_decode`` of each head: ``(2 · raw + anchor - 0.5) · stride`` for ``Pose``, ``(raw + anchor) ·
+stride`` for ``Pose26``. ``Pose26``'s training-only outputs (per-keypoint sigmas for its RLE loss, the flow model) are
+not distilled.
 """
 
 from __future__ import annotations
 
 from torch import Tensor
-from ultralytics.nn.modules.head import Pose
+from ultralytics.nn.modules.head import Pose, Pose26
 
 from yolokd.heads.base import RawOutputs
 from yolokd.heads.detect import DetectHeadAdapter
@@ -20,9 +21,9 @@ from yolokd.views import HeadSpec, View
 class PoseHeadAdapter(DetectHeadAdapter):
     """Reads views (detection part + keypoints and their visibility) out of one model's Pose head."""
 
-    head_types = (Pose,)
+    head_types = (Pose, Pose26)
     task = "pose"
-    models = "YOLOv8-pose, YOLO11-pose"
+    models = "YOLOv8-pose, YOLO11-pose, YOLO26-pose"
 
     def read_spec(self) -> HeadSpec:
         """The Detect spec plus the keypoint shape (K, 2 or 3)."""
@@ -36,7 +37,10 @@ class PoseHeadAdapter(DetectHeadAdapter):
         count, ndim = self.spec.keypoint_shape
         batch = raw["kpts"].shape[0]
         kpts = raw["kpts"].permute(0, 2, 1).reshape(batch, -1, count, ndim)  # (B, A, K, ndim)
-        offset = (view.anchors - 0.5)[None, :, None, :]  # (1, A, 1, 2) grid units
-        view.keypoints = (kpts[..., :2] * 2.0 + offset) * view.strides[None, :, None, :]
+        if isinstance(self.head, Pose26):  # Pose26.kpts_decode: offset from the anchor, grid units
+            grid = kpts[..., :2] + view.anchors[None, :, None, :]
+        else:  # Pose.kpts_decode
+            grid = kpts[..., :2] * 2.0 + (view.anchors - 0.5)[None, :, None, :]
+        view.keypoints = grid * view.strides[None, :, None, :]
         view.keypoint_visibility = kpts[..., 2] if ndim == 3 else None
         return view

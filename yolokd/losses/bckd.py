@@ -17,7 +17,10 @@ we follow. Teacher and student may have different ``reg_max`` (e.g. YOLO26 -> YO
 OBB (rotated boxes): GIoU has no rotated form; ``bckd_loc`` is ``1 - ProbIoU(b_s, b_t)`` on the decoded xywhr
 boxes (Ultralytics' ``probiou``, the IoU its OBB loss and assigner use; Llerena et al., arXiv:2106.06072), which
 compares the boxes as 2-D Gaussians and so includes the angle (modulo pi; a square's angle is free, as it is for
-the box itself). It is ~3e-4, not 0, at identical boxes (ProbIoU's eps). The cls term is unchanged.
+the box itself). It is ~3e-4, not 0, at identical boxes (ProbIoU's eps). As in Ultralytics' ``RotatedBboxLoss``,
+each side's variance ``w²/12`` gets a floor of 0.01 grid units² (``0.01 · stride²`` in pixels): a box with a zero
+side (OBB26 regresses ltrb directly and views clamp negative distances at 0) would otherwise have an infinite
+ProbIoU gradient. The cls term is unchanged.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 from torchvision.ops import generalized_box_iou_loss
+from ultralytics.utils.loss import RotatedBboxLoss
 from ultralytics.utils.metrics import probiou
 
 from yolokd.losses.base import DistillLoss, LossParams
@@ -73,7 +77,11 @@ def bckd_loc_loss(
 
 
 def bckd_rotated_loc_loss(
-    student_rboxes: Tensor, teacher_rboxes: Tensor, student_logits: Tensor, teacher_logits: Tensor
+    student_rboxes: Tensor,
+    teacher_rboxes: Tensor,
+    student_logits: Tensor,
+    teacher_logits: Tensor,
+    variance_floor: Tensor | float = 0.0,
 ) -> Tensor:
     """ProbIoU-based localisation distillation for rotated boxes (OBB), summed.
 
@@ -82,12 +90,14 @@ def bckd_rotated_loc_loss(
         teacher_rboxes: (N, 5) teacher boxes, xywhr, same units (detached here).
         student_logits: (N, C) student class logits (only used, detached, for the weight).
         teacher_logits: (N, C) teacher class logits (detached).
+        variance_floor: scalar or (N, 1), added to each side's Gaussian variance ``w²/12``, units² of the boxes
+            (Ultralytics' ``probiou(floor=...)``); > 0 keeps the gradient finite for a box with a zero side.
 
     Returns:
         0-d tensor: ``Σ_a max_c |σ(t_ac) - σ(s_ac)| * (1 - ProbIoU(b_s, b_t))``.
     """
     weight = score_disagreement(student_logits, teacher_logits)
-    iou = probiou(teacher_rboxes.detach(), student_rboxes).squeeze(-1)
+    iou = probiou(teacher_rboxes.detach(), student_rboxes, floor=variance_floor).squeeze(-1)
     return (weight * (1 - iou)).sum()
 
 
@@ -118,11 +128,13 @@ class BCKDLoss(DistillLoss):
         num_pos = targets.num_positives
         cls_term = bckd_cls_loss(student_logits, teacher_logits) / num_pos
         if student.rboxes is not None:  # OBB: ProbIoU on rotated boxes (module docstring)
+            floor = RotatedBboxLoss.floor * student.strides.square()  # (A, 1) pixels²: 0.01 grid units²
             loc_sum = bckd_rotated_loc_loss(
                 student.rboxes.float().reshape(-1, 5),
                 teacher.rboxes.float().reshape(-1, 5),
                 student_logits,
                 teacher_logits,
+                floor.expand(student.batch_size, -1, -1).reshape(-1, 1),
             )
         else:
             loc_sum = bckd_loc_loss(

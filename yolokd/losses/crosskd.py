@@ -30,9 +30,10 @@ YOLO adaptation:
 - Precision. Under CUDA AMP the teacher is stored in fp16: the cross pass runs in the teacher's dtype with
   autocast off and returns fp32 (the teacher adapter's ``run_tail``); the KD maths stays fp32.
 - Segment and OBB heads. The cross pass runs the box and cls towers, which these heads share with Detect; the mask
-  and angle towers are not crossed (mask KD and angle KD are ``maskkd``/``anglekd``). On OBB the box KD is the DFL
-  KL of the ltrb distances, which live in the frame of the teacher's angle at that anchor (the cross-head box and
-  the teacher's box share it); there is no reg_max = 1 OBB head here (OBB26 is not supported yet).
+  and angle towers are not crossed (mask KD and angle KD are ``maskkd``/``anglekd``). On OBB the box KD compares
+  ltrb distances, which live in the frame of the teacher's angle at that anchor (the cross-head box and the
+  teacher's box share it): the DFL KL for DFL heads, and for OBB26 (reg_max = 1) the GIoU of the two boxes in that
+  frame (the adapter's ``decode_in_box_frame``).
 """
 
 from __future__ import annotations
@@ -210,12 +211,14 @@ class CrossKDLoss(DistillLoss):
     def _giou_term(self, cross_box: Tensor, teacher: View, box_weight: Tensor) -> Tensor:
         """reg_max=1 teachers: ``Σ_a w_a (1 - GIoU)`` on boxes decoded from (B, A, 4) ltrb, grid units.
 
-        The adapter's decode clamps negative distances at 0 (a flipped box has no defined GIoU). GIoU is
-        scale-invariant per anchor, so grid units need no stride.
+        Boxes are decoded in their own frame (the image for axis-aligned heads, the teacher's angle for OBB26); the
+        adapter clamps negative distances at 0 (a flipped box has no defined GIoU). GIoU is scale-invariant per
+        anchor, so grid units need no stride.
         """
         anchors = teacher.anchors
-        cross_boxes = self.teacher_adapter.decode(cross_box, anchors)
-        teacher_boxes = self.teacher_adapter.decode(teacher.box_output.detach().float(), anchors)
+        decode = self.teacher_adapter.decode_in_box_frame
+        cross_boxes = decode(cross_box, anchors)
+        teacher_boxes = decode(teacher.box_output.detach().float(), anchors)
         giou = generalized_box_iou_loss(cross_boxes.reshape(-1, 4), teacher_boxes.reshape(-1, 4), reduction="none")
         return (box_weight * giou).sum()
 

@@ -15,8 +15,15 @@ from yolokd.heads import StageRecorder
 
 STUDENTS = [("yolov8n.yaml", v8DetectionLoss), ("yolo26n.yaml", E2ELoss), ("yolov8n-seg.yaml", v8SegmentationLoss)]
 STUDENT_IDS = ["v8DetectionLoss", "E2ELoss", "v8SegmentationLoss"]
-ALL_STUDENTS = [*STUDENTS, ("yolov8n-pose.yaml", v8PoseLoss), ("yolov8n-obb.yaml", v8OBBLoss)]
-ALL_IDS = [*STUDENT_IDS, "v8PoseLoss", "v8OBBLoss"]
+ALL_STUDENTS = [
+    *STUDENTS,
+    ("yolov8n-pose.yaml", v8PoseLoss),
+    ("yolov8n-obb.yaml", v8OBBLoss),
+    ("yolo26n-seg.yaml", E2ELoss),  # of SegmentLoss26 (mask-aware assigner, semantic loss)
+    ("yolo26n-pose.yaml", E2ELoss),  # of PoseLoss26 (keypoint-aware assigner, RLE loss)
+    ("yolo26n-obb.yaml", E2ELoss),  # of v8OBBLoss on raw angles
+]
+ALL_IDS = [*STUDENT_IDS, "v8PoseLoss", "v8OBBLoss", "E2E-SegmentLoss26", "E2E-PoseLoss26", "E2E-v8OBBLoss"]
 ROTATIONS = torch.tensor([[0.3], [0.0], [1.2]])  # radians, for OBB batches (Ultralytics' xywhr labels)
 
 
@@ -80,6 +87,9 @@ def make_batch(batch_size: int = 3) -> dict[str, torch.Tensor]:
     for image, index, (cx, cy, w, h) in ((0, 1, (8, 8, 6, 6)), (0, 2, (5, 5, 4, 3)), (1, 1, (5, 5, 3, 3))):
         masks[image, cy - h // 2 : cy + h // 2, cx - w // 2 : cx + w // 2] = index
     batch["masks"] = masks
+    # YOLO26-seg's semantic target at the same resolution: the class of the instance at each pixel (0 elsewhere).
+    classes = torch.tensor([[0.0, 1.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]])[:batch_size]
+    batch["sem_masks"] = classes.gather(1, masks.long().flatten(1)).view(masks.shape)
     # 4 keypoints per object (normalised x, y, visibility); the second object's last keypoint is not visible.
     corners = batch["bboxes"][:, None, :2] + torch.tensor([[-0.1, 0.0], [0.0, -0.1], [0.1, 0.0], [0.0, 0.1]])
     visible = torch.tensor([[2.0] * 4, [2.0, 2.0, 2.0, 0.0], [2.0] * 4])[..., None]
