@@ -224,6 +224,16 @@ def _balance(positionals: list[str], overrides: dict[str, Any]) -> None:
     print(f"yolokd: balance saved to {folder / 'kd_balance.md'} and kd_balance.json")
 
 
+def _tune(positionals: list[str], overrides: dict[str, Any]) -> None:
+    if len(positionals) != 1:
+        raise ValueError(f"'tune' takes one config file: yolokd tune CFG.yaml [iterations=10 ...], got {positionals}")
+    from yolokd.engine.tune import TUNE_KEYS, tune_experiment
+
+    options = {key: overrides.pop(key) for key in TUNE_KEYS if key in overrides}
+    best = tune_experiment(positionals[0], overrides, **options)
+    print(f"yolokd: best experiment saved to {best}; train it with: yolokd train {best}")
+
+
 def _data(positionals: list[str], overrides: dict[str, Any]) -> None:
     _no_positionals("data", positionals, "yolokd data root=DIR [num_train=... num_val=... imgsz=... seed=... task=...]")
     if "root" not in overrides:
@@ -315,6 +325,7 @@ COMMANDS: dict[str, Callable[[list[str], dict[str, Any]], None]] = {
     "benchmark": _benchmark,
     "check": _check,
     "balance": _balance,
+    "tune": _tune,
     "methods": _methods,
     "data": _data,
     "demo": _demo,

@@ -40,6 +40,7 @@ COMMAND_SUMMARIES = {
     "benchmark": "per-stage latency of .pt / .onnx / .engine models; batch and precision sweeps",
     "check": "validate an experiment config and print it resolved",
     "balance": "measure each KD term's value and gradient share next to the GT loss, before training",
+    "tune": "search KD weights / method parameters (Ultralytics' Tuner or Ray Tune); writes the best experiment",
     "methods": "list the distillation methods, their parameters and defaults",
     "data": "write the synthetic detection set and print its data.yaml",
     "demo": "small end-to-end teacher -> student run on the synthetic set",
@@ -141,6 +142,17 @@ COMMAND_HELP = {
     f"batches measure every KD term's value and the norm of its gradient on the student next to the GT loss's\n"
     f"(box, cls, dfl), and each method's scale under balance.weight_mode. No training step is taken. Prints the\n"
     f"table and writes kd_balance.json / kd_balance.md to the run folder: the table every KD run prints at start.\n\n"
+    f"{CONFIG_HELP}",
+    "tune": f"Usage: yolokd tune CFG.yaml [iterations=10] [space=SPACE] [name=tune] [use_ray=false] [key=value ...]\n\n"
+    f"Search the KD settings of CFG.yaml: one distillation run per iteration, fitness = the student's val mAP50-95.\n"
+    f"Ultralytics' Tuner mutates the values (its genetic search; records in tune_results.ndjson, plots\n"
+    f"tune_scatter_plots.png / tune_fitness.png); use_ray=true runs Ray Tune instead (Ultralytics' run_ray_tune:\n"
+    f'search_alg=optuna, ASHA with grace_period=10 epochs, gpu_per_trial=; needs pip install "ray[tune]").\n'
+    f"Default space, from each method's Params: grad_share (auto balance) or the term weights (paper), the weights\n"
+    f"of methods with several terms, temperatures, and fields with tune_bounds metadata. SPACE replaces it:\n"
+    f"'{{distill.0.grad_share: [0.25, 4], distill.0.loc_weight: [1, 8], lr0: [0.001, 0.02]}}' or a YAML file of one.\n"
+    f"Writes <cfg>_tuned.yaml (the experiment with the best values; yolokd check accepts it) to the tune folder\n"
+    f"under the experiment's project. Running it again with the same name= continues its records.\n\n"
     f"{CONFIG_HELP}",
     "methods": "Usage: yolokd methods\n\nList every distillation method (the `loss:` names of distill entries) with "
     "each parameter,\nits default and what it does.\n",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import Field, dataclass, fields
 from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
@@ -13,6 +13,14 @@ if TYPE_CHECKING:  # annotations only: losses read views and specs; adapters rea
     from yolokd.heads.base import HeadAdapter
 
 BRANCHES = ("one2many", "one2one")
+TUNE_BOUNDS = "tune_bounds"  # dataclass field metadata key: the field's default search range for ``yolokd tune``
+WEIGHT_SPAN = 4.0  # default search range of a term weight or grad_share: default / 4 ... default x 4
+POSITIVE_SPAN = 2.0  # of a positive field (a temperature): default / 2 ... default x 2
+
+
+def tune_bounds(low: float, high: float) -> dict[str, tuple[float, float]]:
+    """Field metadata giving a parameter its search range: ``field(default=0.65, metadata=tune_bounds(0.3, 0.9))``."""
+    return {TUNE_BOUNDS: (low, high)}
 
 
 @dataclass
@@ -40,6 +48,9 @@ class LossParams:
     # Names of fields that must be > 0. A plain class attribute in subclasses (``positive_fields = ("temperature",)``),
     # never annotated there: an annotation would make it a config key.
     positive_fields: ClassVar[tuple[str, ...]] = ()
+    # Former names of renamed fields, {old: new}: a config that still uses the old name is read as the new one, with a
+    # one-line warning (``yolokd.config``). A plain class attribute in subclasses, as ``positive_fields``.
+    renamed_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
@@ -56,6 +67,25 @@ class LossParams:
     def field_names(cls) -> list[str]:
         """The YAML keys this method accepts (besides ``loss``)."""
         return [f.name for f in fields(cls)]
+
+    @classmethod
+    def search_bounds(cls, field: Field) -> tuple[float, float] | None:
+        """Default ``yolokd tune`` range of one field; None where the field is not searched by default.
+
+        A field's ``tune_bounds`` metadata wins; otherwise term weights (``*weight``) and ``grad_share`` span
+        default / 4 ... default x 4 and ``positive_fields`` (temperatures, sizes) default / 2 ... default x 2. A weight
+        at 0 (a term that is off), and text, boolean and tuple fields are not searched unless metadata says so.
+        """
+        if TUNE_BOUNDS in field.metadata:
+            return tuple(field.metadata[TUNE_BOUNDS])
+        default = field.default
+        if isinstance(default, bool) or not isinstance(default, int | float) or default == 0:
+            return None
+        if field.name.endswith("weight") or field.name == "grad_share":
+            return default / WEIGHT_SPAN, default * WEIGHT_SPAN
+        if field.name in cls.positive_fields and isinstance(default, float):
+            return default / POSITIVE_SPAN, default * POSITIVE_SPAN
+        return None
 
 
 class DistillLoss(nn.Module):

@@ -21,12 +21,12 @@ teacher's feature from its masked copy; there is no unmasked, generator-free ter
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.base import DistillLoss, LossParams, tune_bounds
 from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
@@ -80,7 +80,7 @@ class MGDParams(LossParams):
     """
 
     weight: float = 2e-5
-    mask_ratio: float = 0.65
+    mask_ratio: float = field(default=0.65, metadata=tune_bounds(0.3, 0.9))  # around the paper's 0.65
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -1,0 +1,43 @@
+"""yolokd tune: 2 iterations x 1 epoch on the synthetic set through Ultralytics' Tuner write a best experiment."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from conftest import tiny_train_args
+
+from yolokd.cli import main
+from yolokd.config import load_experiment
+
+pytestmark = pytest.mark.integration
+
+
+def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkpoint, tmp_path, capsys):
+    """Two mutated trials are trained and recorded; the tuned YAML holds the best trial's values and passes check."""
+    cfg = tmp_path / "bckd_tiny.yaml"
+    experiment = {
+        **tiny_train_args(synthetic_data, tmp_path / "runs", "run", model="yolov8n.yaml"),
+        "teacher": str(teacher_checkpoint("yolov8s.yaml")),
+        "distill": [{"loss": "bckd"}],
+        "balance": {"batches": 1},
+    }
+    cfg.write_text(yaml.safe_dump(experiment))
+    space = "space={distill.0.grad_share: [0.5, 2.0], distill.0.loc_weight: [2, 8]}"
+    assert main(["tune", str(cfg), "iterations=2", space]) == 0
+    tune_dir = tmp_path / "runs" / "tune"
+    records = [json.loads(line) for line in (tune_dir / "tune_results.ndjson").read_text().splitlines()]
+    assert [r["iteration"] for r in records] == [1, 2]
+    assert records[0]["hyperparameters"] == {"distill.0.grad_share": 1.0, "distill.0.loc_weight": 4.0}  # the cfg's
+    assert records[1]["hyperparameters"] != records[0]["hyperparameters"]  # mutated
+    assert all("metrics/mAP50-95(B)" in r["datasets"]["data"] for r in records)  # every trial trained and validated
+    assert (tune_dir / "tune_fitness.png").is_file() and (tune_dir / "tune_scatter_plots.png").is_file()
+    best_index = max(range(2), key=lambda i: (records[i]["fitness"], -i))
+    best = load_experiment(tune_dir / "bckd_tiny_tuned.yaml")
+    values = records[best_index]["hyperparameters"]
+    assert best.distill[0].params.grad_share == values["distill.0.grad_share"]
+    assert best.distill[0].params.loc_weight == values["distill.0.loc_weight"]
+    assert best.train_args["name"] == "run"  # the original experiment, not a trial's folder
+    capsys.readouterr()
+    assert main(["check", str(tune_dir / "bckd_tiny_tuned.yaml")]) == 0
