@@ -41,3 +41,18 @@ def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkp
     assert best.train_args["name"] == "run"  # the original experiment, not a trial's folder
     capsys.readouterr()
     assert main(["check", str(tune_dir / "bckd_tiny_tuned.yaml")]) == 0
+
+
+def test_ray_trial_trainer_takes_kd_values_from_the_trial_config(synthetic_data, teacher_checkpoint, tmp_path):
+    """What Ray Tune runs per trial (run_ray_tune's model.train(**config)) distils with the trial's KD values."""
+    from yolokd.engine.tune_ray import distillation_model
+
+    train_args = tiny_train_args(synthetic_data, tmp_path, "trial", model="yolov8n.yaml")
+    experiment = load_experiment(
+        {**train_args, "teacher": str(teacher_checkpoint("yolov8s.yaml")), "distill": [{"loss": "bckd"}]}
+    )
+    model = distillation_model(experiment, ["distill.0.loc_weight", "lr0"])
+    metrics = model.train(**{k: v for k, v in train_args.items() if k != "model"}, **{"distill.0.loc_weight": 2.5})
+    assert type(model.trainer).__name__ == "TrialTrainer" and model.trainer.distiller is not None
+    assert model.trainer.experiment.distill[0].params.loc_weight == 2.5
+    assert "metrics/mAP50-95(B)" in metrics.results_dict
