@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 from ultralytics.cfg import DEFAULT_CFG_DICT, check_cfg
+from ultralytics.utils import LOGGER
 
 from yolokd.engine.balance import Balance
 from yolokd.losses import LOSSES, LossParams
@@ -300,6 +301,7 @@ def _build_entry(entry_config: Any, path: str) -> LossEntry:
 
 def _build_dataclass(cls: type, config: dict[str, Any], path: str, extra_keys: Sequence[str] = (), owner: str = ""):
     """Instantiate a parameters dataclass from `config`: unknown keys, types and ranges become ConfigErrors."""
+    config = _renamed_keys(config, dict(getattr(cls, "renamed_fields", ())), path)
     names = [field.name for field in fields(cls)]
     for key in config:
         if key not in names:
@@ -313,6 +315,22 @@ def _build_dataclass(cls: type, config: dict[str, Any], path: str, extra_keys: S
     except ValueError as error:
         bad_key = next((name for name in names if str(error).startswith(f"{name}=")), None)
         raise ConfigError(f"{path}.{bad_key}: {error}" if bad_key else f"{path}: {error}") from None
+
+
+def _renamed_keys(config: dict[str, Any], renamed: Mapping[str, str], path: str) -> dict[str, Any]:
+    """`config` with each former field name (``renamed``: {old: new}) read as the new one, with a one-line warning;
+    a ConfigError when both names are given."""
+    result = {}
+    for key, value in config.items():
+        new = renamed.get(key)
+        if new is None:
+            result[key] = value
+            continue
+        if new in config:
+            raise ConfigError(f"{path}.{key}: the former name of '{new}', which is set too; keep only {new}")
+        LOGGER.warning(f"yolokd: {path}.{key} is deprecated, renamed to '{new}'; read as {new}: {value!r}")
+        result[new] = value
+    return result
 
 
 def _check_type(value: Any, hint: Any, path: str) -> Any:

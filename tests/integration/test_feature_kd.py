@@ -15,7 +15,7 @@ from yolokd.engine.trainer import train_experiment
 
 pytestmark = pytest.mark.integration
 
-FEATURE_TERMS = ("dfd_hd", "dfd_ld", "mgd_feat", "pkd_feat", "cwd_feat")
+FEATURE_TERMS = ("dfd_high_disparity", "dfd_low_disparity", "mgd_feat", "pkd_feat", "cwd_feat")
 
 
 def test_one_epoch_feature_methods_with_bckd(synthetic_data, synthetic_names, calibrated_teacher, tmp_path):

@@ -141,6 +141,40 @@ def test_positive_fields_are_not_config_keys() -> None:
         assert "positive_fields" not in names and set(loss.Params.positive_fields) <= set(names), name
 
 
+RENAMED_FIELDS = [(name, old, new) for name, loss in LOSSES.items() for old, new in loss.Params.renamed_fields]
+
+
+@pytest.mark.parametrize(("loss", "old", "new"), RENAMED_FIELDS, ids=[f"{n}.{o}" for n, o, _ in RENAMED_FIELDS])
+def test_a_renamed_field_is_read_under_its_former_name_with_a_warning(loss, old, new, monkeypatch) -> None:
+    """cwd's tau (now temperature) and dfd's hd_weight/ld_weight (now high/low_disparity_weight) still load, as the
+    new field, with one warning line naming both; the saved experiment writes the new name."""
+    warnings: list[str] = []
+    monkeypatch.setattr("yolokd.config.LOGGER.warning", warnings.append)
+    experiment = load_experiment(base_config(distill=[{"loss": loss, old: 2.5}]))
+    assert getattr(experiment.distill[0].params, new) == 2.5
+    assert warnings == [f"yolokd: distill.0.{old} is deprecated, renamed to '{new}'; read as {new}: 2.5"]
+    saved = experiment.to_dict()["distill"][0]
+    assert saved[new] == 2.5 and old not in saved
+    overridden = load_experiment(base_config(distill=[{"loss": loss}]), [f"distill.0.{old}=3"])  # CLI key=value too
+    assert getattr(overridden.distill[0].params, new) == 3
+
+
+@pytest.mark.parametrize(("loss", "old", "new"), RENAMED_FIELDS, ids=[f"{n}.{o}" for n, o, _ in RENAMED_FIELDS])
+def test_a_renamed_field_given_under_both_names_is_refused(loss, old, new) -> None:
+    """The former and the new name together are ambiguous: one ConfigError at the old name's path."""
+    message = error_of(base_config(distill=[{"loss": loss, old: 1.0, new: 2.0}]))
+    assert message == f"distill.0.{old}: the former name of '{new}', which is set too; keep only {new}"
+
+
+def test_renamed_fields_name_real_fields_and_are_not_config_keys() -> None:
+    """renamed_fields maps former names to fields that exist, and is itself no config key."""
+    for name, loss in LOSSES.items():
+        names = loss.Params.field_names()
+        assert "renamed_fields" not in names, name
+        assert all(new in names and old not in names for old, new in loss.Params.renamed_fields), name
+    assert dict(LOSSES["cwd"].Params.renamed_fields) == {"tau": "temperature"}
+
+
 def test_bad_branch_has_path() -> None:
     """An invalid branch name is reported at its path with the valid branches."""
     message = error_of(with_entry(branch="both"))

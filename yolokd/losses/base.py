@@ -48,6 +48,9 @@ class LossParams:
     # Names of fields that must be > 0. A plain class attribute in subclasses (``positive_fields = ("temperature",)``),
     # never annotated there: an annotation would make it a config key.
     positive_fields: ClassVar[tuple[str, ...]] = ()
+    # Former names of renamed fields, (old, new) pairs: a config that still uses an old name is read as the new one,
+    # with a one-line warning (``yolokd.config``). A plain class attribute in subclasses, as ``positive_fields``.
+    renamed_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
     # Former names of renamed fields, {old: new}: a config that still uses the old name is read as the new one, with a
     # one-line warning (``yolokd.config``). A plain class attribute in subclasses, as ``positive_fields``.
     renamed_fields: ClassVar[dict[str, str]] = {}

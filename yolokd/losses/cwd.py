@@ -24,24 +24,24 @@ from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
 
-def cwd_loss(student_feat: Tensor, teacher_feat: Tensor, tau: float) -> Tensor:
+def cwd_loss(student_feat: Tensor, teacher_feat: Tensor, temperature: float) -> Tensor:
     """Channel-wise distillation, without weight.
 
     Args:
         student_feat: (B, D, H, W) aligned student feature (logits of each channel's spatial distribution).
         teacher_feat: (B, D, H, W) teacher feature (detached here).
-        tau: softmax temperature τ > 0.
+        temperature: softmax temperature τ > 0.
 
     Returns:
         0-d tensor: ``τ² Σ_{b,d} KL(softmax_hw(F_t/τ) || softmax_hw(F_s/τ)) / (B·D)``.
     """
     batch, channels = student_feat.shape[:2]
-    teacher_logits = teacher_feat.detach().flatten(2) / tau
-    student_logits = student_feat.flatten(2) / tau
+    teacher_logits = teacher_feat.detach().flatten(2) / temperature
+    student_logits = student_feat.flatten(2) / temperature
     teacher_log_probs = teacher_logits.log_softmax(dim=2)
     kl_per_map = (teacher_log_probs.exp() * (teacher_log_probs - student_logits.log_softmax(dim=2))).sum(dim=2)
     # A KL of ~0 can round to -1e-7; clamp each map at the true lower bound 0 so logged terms never go negative.
-    return kl_per_map.clamp(min=0).sum() * tau**2 / (batch * channels)
+    return kl_per_map.clamp(min=0).sum() * temperature**2 / (batch * channels)
 
 
 @dataclass
@@ -50,13 +50,14 @@ class CWDParams(LossParams):
 
     Attributes:
         weight: w, multiplies the per-level loss.
-        tau: softmax temperature τ.
+        temperature: softmax temperature τ (``tau`` in configs before it was renamed: still read, with a warning).
     """
 
     weight: float = 10.0
-    tau: float = 1.0
+    temperature: float = 1.0
 
-    positive_fields = ("tau",)
+    positive_fields = ("temperature",)
+    renamed_fields = (("tau", "temperature"),)
 
 
 class CWDLoss(DistillLoss):
@@ -72,8 +73,10 @@ class CWDLoss(DistillLoss):
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         aligned = self.aligner([f.float() for f in student.feats])
-        tau = self.params.tau
-        total = torch.stack([cwd_loss(s, t.float(), tau) for s, t in zip(aligned, teacher.feats, strict=True)]).sum()
+        temperature = self.params.temperature
+        total = torch.stack(
+            [cwd_loss(s, t.float(), temperature) for s, t in zip(aligned, teacher.feats, strict=True)]
+        ).sum()
         return {self.term_names[0]: self.params.weight * total}
 
 

@@ -9,7 +9,10 @@ image (the mean beats the median, Table 12; recomputed every step, without gradi
 the student gets the lenient constraint ``L_HD = Σ_HD (F_t - f_trans(F_s))²`` through a trainable transformation
 ``f_trans`` = Conv1x1(D->2D) -> ReLU -> Conv3x3(2D->2D) -> ReLU -> Conv1x1(2D->D) ("Conv1-3-1(2C)", Table 5).
 The other cells, low-disparity (LD), get the strict ``L_LD = Σ_LD (F_t - F_s)²`` (MSE, Table 9).
-``L = α L_HD + β L_LD`` with α > β (Fig. 5); the paper uses α = 2.8e-5, β = 1e-5 with sum reduction.
+``L = α L_HD + β L_LD`` with α > β (Fig. 5); the paper uses α = 2.8e-5, β = 1e-5 with sum reduction. yolokd logs
+the two as ``dfd_high_disparity`` and ``dfd_low_disparity`` (weights ``high_disparity_weight`` = α,
+``low_disparity_weight`` = β), spelled out so that neither reads as the LD method (``ld``); configs written with the
+former names ``hd_weight``/``ld_weight`` are still read, with a warning.
 
 YOLO adaptation: student features first go through a 1x1 aligner to the teacher's width (identity when widths
 match; the paper's FPN pairs have equal widths); the disparity, both terms and ``f_trans`` use the aligned
@@ -113,27 +116,28 @@ class DFDParams(LossParams):
     """DFD weights (paper ratio α/β = 2.8 on a per-element scale, see the module docstring).
 
     Attributes:
-        hd_weight: α, weight of the lenient high-disparity term (through ``f_trans``).
-        ld_weight: β, weight of the strict low-disparity term. The paper finds α > β best (Fig. 5); any
+        high_disparity_weight: α, weight of the lenient high-disparity term (through ``f_trans``).
+        low_disparity_weight: β, weight of the strict low-disparity term. The paper finds α > β best (Fig. 5); any
             non-negative pair is accepted so the ratio can be studied.
         trans_expansion: hidden width of ``f_trans`` as a multiple of the teacher width (paper Table 5: 0.5, 1
             and 2 give 39.8, 40.1 and 40.2 mAP; at YOLOv8s widths 0.5/1/2 mean 1.1/3.8/13.8 M parameters).
     """
 
-    hd_weight: float = 2.8
-    ld_weight: float = 1.0
+    high_disparity_weight: float = 2.8
+    low_disparity_weight: float = 1.0
     trans_expansion: float = 2.0
 
     positive_fields = ("trans_expansion",)
+    renamed_fields = (("hd_weight", "high_disparity_weight"), ("ld_weight", "low_disparity_weight"))
 
 
 class DFDLoss(DistillLoss):
-    """DFD on the neck features of every level: ``dfd_hd`` (α, lenient) and ``dfd_ld`` (β, strict), each summed over
-    the pyramid and divided by its element count ``Σ_l B·D_l·H_l·W_l``."""
+    """DFD on the neck features of every level: ``dfd_high_disparity`` (α, lenient) and ``dfd_low_disparity`` (β,
+    strict), each summed over the pyramid and divided by its element count ``Σ_l B·D_l·H_l·W_l``."""
 
     name = "dfd"
     Params = DFDParams
-    term_suffixes = ("hd", "ld")
+    term_suffixes = ("high_disparity", "low_disparity")
 
     def __init__(self, params: DFDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         super().__init__(params, teacher_head, student_head)
@@ -142,17 +146,17 @@ class DFDLoss(DistillLoss):
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         aligned = self.aligner([f.float() for f in student.feats])
-        hd_sums, ld_sums = [], []
+        high_sums, low_sums = [], []
         for student_feat, teacher_feat, transform in zip(aligned, teacher.feats, self.transforms, strict=True):
             teacher_feat = teacher_feat.float()
             high = disparity_mask(student_feat, teacher_feat)
-            hd_sums.append(region_loss(transform(student_feat), teacher_feat, high))
-            ld_sums.append(region_loss(student_feat, teacher_feat, ~high))
+            high_sums.append(region_loss(transform(student_feat), teacher_feat, high))
+            low_sums.append(region_loss(student_feat, teacher_feat, ~high))
         elements = sum(f.numel() for f in teacher.feats)  # Σ_l B·D_l·H_l·W_l: one per-element mean over the pyramid
-        hd_name, ld_name = self.term_names
+        high_name, low_name = self.term_names
         return {
-            hd_name: self.params.hd_weight * torch.stack(hd_sums).sum() / elements,
-            ld_name: self.params.ld_weight * torch.stack(ld_sums).sum() / elements,
+            high_name: self.params.high_disparity_weight * torch.stack(high_sums).sum() / elements,
+            low_name: self.params.low_disparity_weight * torch.stack(low_sums).sum() / elements,
         }
 
 

@@ -49,13 +49,13 @@ def test_module_sums_levels_with_weight():
     torch.manual_seed(0)
     student = [torch.randn(2, 4, 4, 4), torch.randn(2, 8, 2, 2)]
     teacher = [torch.randn(2, 4, 4, 4), torch.randn(2, 8, 2, 2)]
-    params = CWDParams(weight=3.0, tau=2.0)
+    params = CWDParams(weight=3.0, temperature=2.0)
     terms = run_loss(CWDLoss(params, feature_spec(4, 8), feature_spec(4, 8)), student, teacher)
     expected = 3.0 * (cwd_loss(student[0], teacher[0], 2.0) + cwd_loss(student[1], teacher[1], 2.0))
     assert terms["cwd_feat"].item() == pytest.approx(expected.item(), rel=1e-6)
 
 
-@pytest.mark.parametrize(("key", "value"), [("weight", -1.0), ("tau", 0.0)])
+@pytest.mark.parametrize(("key", "value"), [("weight", -1.0), ("temperature", 0.0)])
 def test_bad_parameters_rejected(key, value):
     """A negative weight or a non-positive τ is a ValueError naming the key."""
     with pytest.raises(ValueError, match=key):

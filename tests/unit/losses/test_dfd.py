@@ -52,19 +52,19 @@ def test_mask_carries_no_gradient():
 
 
 def test_ld_term_is_squared_error_over_low_disparity_cells():
-    """dfd_ld = β Σ_{LD cells} (F_t - F_s)² / (B·D·H·W) on one level, the LD cells read off by hand."""
+    """dfd_low_disparity = β Σ_{LD cells} (F_t - F_s)² / (B·D·H·W) on one level, the LD cells read off by hand."""
     low_cells = [(0, 0, 0), (0, 0, 1), (0, 1, 0), (1, 0, 1), (1, 1, 0)]  # (image, row, col)
     expected = sum((TEACHER[b, 0, i, j] - 1.0) ** 2 for b, i, j in low_cells) / 8
-    terms = _terms(DFDLoss(DFDParams(ld_weight=0.5), feature_spec(1), feature_spec(1)), STUDENT, TEACHER)
-    assert terms["dfd_ld"].item() == pytest.approx(0.5 * expected.item(), rel=1e-6)
+    terms = _terms(DFDLoss(DFDParams(low_disparity_weight=0.5), feature_spec(1), feature_spec(1)), STUDENT, TEACHER)
+    assert terms["dfd_low_disparity"].item() == pytest.approx(0.5 * expected.item(), rel=1e-6)
 
 
 def test_hd_term_goes_through_the_transformation_on_high_cells():
-    """dfd_hd = α Σ_{HD cells} (F_t - f_trans(F_s))² / (B·D·H·W) on one level."""
-    loss = DFDLoss(DFDParams(hd_weight=3.0), feature_spec(1), feature_spec(1))
+    """dfd_high_disparity = α Σ_{HD cells} (F_t - f_trans(F_s))² / (B·D·H·W) on one level."""
+    loss = DFDLoss(DFDParams(high_disparity_weight=3.0), feature_spec(1), feature_spec(1))
     transformed = loss.transforms[0](STUDENT)
     expected = ((TEACHER - transformed) ** 2 * EXPECTED_HIGH.unsqueeze(1)).sum() / 8
-    assert _terms(loss, STUDENT, TEACHER)["dfd_hd"].item() == pytest.approx(3.0 * expected.item(), rel=1e-6)
+    assert _terms(loss, STUDENT, TEACHER)["dfd_high_disparity"].item() == pytest.approx(3.0 * expected.item(), rel=1e-6)
 
 
 def _pyramid(seed: int, scale: int = 1) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -88,15 +88,17 @@ def _pyramid(seed: int, scale: int = 1) -> tuple[list[torch.Tensor], list[torch.
 def test_levels_are_pooled_into_one_per_element_mean():
     """Both terms are the pyramid's sums over every level divided by Σ_l B·D_l·H_l·W_l (a loop oracle per level)."""
     torch.manual_seed(0)
-    loss = DFDLoss(DFDParams(hd_weight=2.0, ld_weight=0.5), feature_spec(4, 6, 8), feature_spec(4, 6, 8))
+    loss = DFDLoss(
+        DFDParams(high_disparity_weight=2.0, low_disparity_weight=0.5), feature_spec(4, 6, 8), feature_spec(4, 6, 8)
+    )
     student, teacher = _pyramid(seed=1)
     masks = [disparity_mask(s, t) for s, t in zip(student, teacher, strict=True)]
     elements = sum(t.numel() for t in teacher)
     hd = sum(region_loss(f(s), t, m) for f, s, t, m in zip(loss.transforms, student, teacher, masks, strict=True))
     ld = sum(region_loss(s, t, ~m) for s, t, m in zip(student, teacher, masks, strict=True))
     terms = run_loss(loss, student, teacher)
-    assert terms["dfd_hd"].item() == pytest.approx(2.0 * hd.item() / elements, rel=1e-5)
-    assert terms["dfd_ld"].item() == pytest.approx(0.5 * ld.item() / elements, rel=1e-5)
+    assert terms["dfd_high_disparity"].item() == pytest.approx(2.0 * hd.item() / elements, rel=1e-5)
+    assert terms["dfd_low_disparity"].item() == pytest.approx(0.5 * ld.item() / elements, rel=1e-5)
 
 
 def test_loss_does_not_depend_on_the_resolution():
@@ -105,7 +107,7 @@ def test_loss_does_not_depend_on_the_resolution():
     loss = DFDLoss(DFDParams(), feature_spec(4, 6, 8), feature_spec(4, 6, 8))
     base = run_loss(loss, *_pyramid(seed=3))
     doubled = run_loss(loss, *_pyramid(seed=3, scale=2))
-    for name in ("dfd_hd", "dfd_ld"):
+    for name in ("dfd_high_disparity", "dfd_low_disparity"):
         assert doubled[name].item() == pytest.approx(base[name].item(), rel=0.05), name
 
 
@@ -121,31 +123,38 @@ def test_transformation_module_is_trained():
 
 
 def test_student_equal_to_teacher_zeroes_the_strict_term():
-    """At F_s == F_t every cell ties with the mean (HD): dfd_ld = 0, dfd_hd = α Σ (F_t - f_trans(F_t))² / N."""
+    """At F_s == F_t every cell ties with the mean (HD): dfd_low_disparity = 0,
+    dfd_high_disparity = α Σ (F_t - f_trans(F_t))² / N."""
     torch.manual_seed(0)
     feat = torch.randn(2, 4, 3, 3)
     loss = DFDLoss(DFDParams(), feature_spec(4), feature_spec(4))
     terms = _terms(loss, feat.clone(), feat)
     lenient = 2.8 * ((feat - loss.transforms[0](feat)) ** 2).mean()
-    assert terms["dfd_ld"].item() == 0.0
-    assert terms["dfd_hd"].item() == pytest.approx(lenient.item(), rel=1e-6)
+    assert terms["dfd_low_disparity"].item() == 0.0
+    assert terms["dfd_high_disparity"].item() == pytest.approx(lenient.item(), rel=1e-6)
 
 
-def test_hd_and_ld_weights_are_configurable_either_way():
+def test_hd_and_low_disparity_weights_are_configurable_either_way():
     """α < β is accepted and each term scales with its own weight only."""
     feats = torch.randn(2, 4, 4, 4), torch.randn(2, 4, 4, 4)
     torch.manual_seed(0)
-    unit = _terms(DFDLoss(DFDParams(hd_weight=1.0, ld_weight=1.0), feature_spec(4), feature_spec(4)), *feats)
+    unit = _terms(
+        DFDLoss(DFDParams(high_disparity_weight=1.0, low_disparity_weight=1.0), feature_spec(4), feature_spec(4)),
+        *feats,
+    )
     torch.manual_seed(0)
-    swapped = _terms(DFDLoss(DFDParams(hd_weight=0.5, ld_weight=3.0), feature_spec(4), feature_spec(4)), *feats)
-    assert swapped["dfd_hd"].item() == pytest.approx(0.5 * unit["dfd_hd"].item(), rel=1e-6)
-    assert swapped["dfd_ld"].item() == pytest.approx(3.0 * unit["dfd_ld"].item(), rel=1e-6)
+    swapped = _terms(
+        DFDLoss(DFDParams(high_disparity_weight=0.5, low_disparity_weight=3.0), feature_spec(4), feature_spec(4)),
+        *feats,
+    )
+    assert swapped["dfd_high_disparity"].item() == pytest.approx(0.5 * unit["dfd_high_disparity"].item(), rel=1e-6)
+    assert swapped["dfd_low_disparity"].item() == pytest.approx(3.0 * unit["dfd_low_disparity"].item(), rel=1e-6)
 
 
 def test_default_weights_keep_the_paper_ratio():
     """Defaults α = 2.8, β = 1 keep the paper's α/β = 2.8 > 1."""
     params = DFDParams()
-    assert params.hd_weight / params.ld_weight == pytest.approx(2.8e-5 / 1e-5)
+    assert params.high_disparity_weight / params.low_disparity_weight == pytest.approx(2.8e-5 / 1e-5)
 
 
 def test_region_loss_of_an_empty_region_is_zero_with_gradient():
@@ -156,7 +165,9 @@ def test_region_loss_of_an_empty_region_is_zero_with_gradient():
     assert loss.item() == 0.0 and torch.equal(student.grad, torch.zeros_like(student))
 
 
-@pytest.mark.parametrize(("key", "value"), [("hd_weight", -1.0), ("ld_weight", -0.1), ("trans_expansion", 0.0)])
+@pytest.mark.parametrize(
+    ("key", "value"), [("high_disparity_weight", -1.0), ("low_disparity_weight", -0.1), ("trans_expansion", 0.0)]
+)
 def test_bad_parameters_rejected(key, value):
     """Negative weights and a non-positive expansion are ValueErrors naming the key."""
     with pytest.raises(ValueError, match=key):
