@@ -91,15 +91,15 @@ class DistillationMixin:
     """Train an Ultralytics student with a teacher and the experiment's distillation losses; put it before the
     Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
 
-    Args:
     Multi-GPU (``device=0,1,...``) runs on Ultralytics' DDP launcher, which rebuilds this trainer in each rank from
     its args (``cfg``, ``overrides``, ``_callbacks``); what distillation adds there is in :mod:`yolokd.engine.ddp`.
 
+    Args:
         experiment: the validated experiment; None when resuming (it is read back from ``kd_state.pt``) and in a DDP
             rank (it comes from the launching process, :func:`~yolokd.engine.ddp.experiment_from_launcher`).
         overrides: Ultralytics train arguments (normally ``experiment.train_args``, plus ``resume``).
-    """
         cfg: Ultralytics' base configuration (its DDP launcher passes its defaults).
+    """
 
     def __init__(
         self,
@@ -164,8 +164,8 @@ class DistillationMixin:
                 teacher = load_teacher(self.experiment.teacher, self.device)  # each DDP rank runs its own teacher
             check_teacher_classes(teacher.names, self.data["names"])
             self.distiller = Distiller(teacher, self.model, self.experiment.distill, self.device)
-            spec = self.distiller.teacher_adapter.spec
             broadcast_state(self.distiller.losses)  # DDP: every rank starts from rank 0's KD modules
+            spec = self.distiller.teacher_adapter.spec
             LOGGER.info(
                 f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.family}), "
                 f"losses {list(self.distiller.losses)}, terms {list(self.distiller.term_names)}"
@@ -225,9 +225,9 @@ class DistillationMixin:
                         self.distiller.grad_shares(),
                         settings.weight_mode,
                         detail,
-                    )
                         reduce_grads=sum_gradients if distributed() else None,
                         reduce_sums=average_sums if distributed() else None,
+                    )
             finally:
                 criterion.kd_factor = factor
 
@@ -268,9 +268,9 @@ class DistillationMixin:
         super().save_metrics(metrics)
 
     def _show_balance(self) -> None:
-        self.balance.write(self.save_dir)
         if RANK not in {-1, 0}:  # DDP: every rank holds the same balance; rank 0 writes and shows it
             return
+        self.balance.write(self.save_dir)
         LOGGER.info(f"{colorstr('yolokd:')} {self.balance.markdown()}(written to {self.save_dir / 'kd_balance.md'})")
 
     def _install_criterion(self, model: nn.Module) -> DistillationCriterion:
@@ -324,9 +324,9 @@ class DistillationMixin:
                 f"continue with: yolokd train resume={self.last}"
             )
         if self.kd_optimizer is not None:
-            student_group = next(g for g in self.optimizer.param_groups if g.get("param_group") in {"weight", "muon"})
             if distributed():  # DDP averaged the student's gradients in backward; the KD modules' are averaged here
                 average_gradients([p for group in self.kd_optimizer.param_groups for p in group["params"]])
+            student_group = next(g for g in self.optimizer.param_groups if g.get("param_group") in {"weight", "muon"})
             step_kd_optimizer(self.kd_optimizer, self.scaler, student_group["lr"])
         super().optimizer_step()
 
