@@ -34,9 +34,12 @@ def save_untrained_checkpoint(
     )
 
     from yolokd.data.synthetic import KEYPOINT_SHAPE
+    from yolokd.models import DenseDetectionModel, dense_head_name, resolve_model_yaml
 
-    task = guess_model_task(yaml_model_load(model_yaml))
+    task = guess_model_task(yaml_model_load(resolve_model_yaml(model_yaml)))
     model_class = {"detect": DetectionModel, "segment": SegmentationModel, "pose": PoseModel, "obb": OBBModel}[task]
+    if dense_head_name(model_yaml):  # a yolokd dense head (gfl-yolov8s.yaml)
+        model_class = DenseDetectionModel
     extra = {"data_kpt_shape": KEYPOINT_SHAPE} if task == "pose" else {}  # the synthetic set's 4 keypoints
     torch.manual_seed(seed)
     model = model_class(model_yaml, nc=len(names), verbose=False, **extra)

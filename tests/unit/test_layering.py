@@ -14,6 +14,7 @@ FORBIDDEN = {
     "views": ("yolokd",),  # the leaf: View, Targets, HeadSpec
     "heads": ("yolokd.engine", "yolokd.losses", "yolokd.config"),
     "losses": ("yolokd.engine", "yolokd.heads", "yolokd.config"),
+    "models": ("yolokd.engine", "yolokd.heads", "yolokd.losses", "yolokd.config"),  # Ultralytics modules only
 }
 
 

@@ -50,6 +50,7 @@ from yolokd.engine.ddp import (
 from yolokd.engine.distiller import Distiller, amp_teacher_dtype, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
 from yolokd.heads import adapter_for
+from yolokd.models import DenseDetectionModel, dense_head_name, resolve_model_yaml
 
 ADAM_FAMILY = {"Adam", "Adamax", "AdamW", "NAdam", "RAdam"}
 
@@ -400,7 +401,19 @@ class DistillationMixin:
 
 
 class DistillationTrainer(DistillationMixin, DetectionTrainer):
-    """Distil a detection student (Ultralytics' ``DetectionTrainer``)."""
+    """Distil a detection student (Ultralytics' ``DetectionTrainer``): a YOLO, or a yolokd dense head (GFL)."""
+
+    def get_model(self, cfg=None, weights=None, verbose=True):
+        """Ultralytics' ``DetectionModel``, or a ``DenseDetectionModel`` when the YAML's last row is a yolokd dense
+        head (``GFLDetect``); a shipped model YAML is found by name (``gfl-yolov8n.yaml``)."""
+        if dense_head_name(cfg) is None:
+            return super().get_model(cfg, weights, verbose)
+        model = self.set_model_names_for_load(
+            DenseDetectionModel(cfg, nc=self.data["nc"], ch=self.data["channels"], verbose=verbose)
+        )
+        if weights:
+            model.load(weights)
+        return model
 
 
 class SegmentationDistillationTrainer(DistillationMixin, SegmentationTrainer):
@@ -437,7 +450,7 @@ def student_task(model: str | Path) -> str:
         loaded, _ = load_checkpoint(path)
         return guess_model_task(loaded)
     if path.suffix in {".yaml", ".yml"}:
-        return guess_model_task(yaml_model_load(path))  # the head named in the YAML (Segment -> segment)
+        return guess_model_task(yaml_model_load(resolve_model_yaml(path)))  # by the YAML's head (Segment -> segment)
     return guess_model_task(str(model))  # a release name such as yolov8n-seg.pt: by its name
 
 

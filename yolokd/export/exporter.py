@@ -353,12 +353,16 @@ def map_check(student, exported: Path, options: ExportOptions, precision: str, f
 
 
 def plain_comparison(student, onnx_path: Path, args: dict[str, Any]) -> dict[str, Any]:
-    """Export a plain, never-distilled model of the student's architecture with ``args`` (``plain_export_args``);
-    compare its graph with the export's ONNX."""
+    """Export a plain model of the student's architecture (its own model class and parameter values, nothing of the
+    distillation) with ``args`` (``plain_export_args``); compare its graph with the export's ONNX."""
     from ultralytics import YOLO
-    from ultralytics.nn.tasks import DetectionModel
+    from ultralytics.utils.torch_utils import intersect_dicts
 
-    plain = DetectionModel(deepcopy(student.model.yaml), nc=len(student.names), verbose=False)
+    # the student's own model class: Ultralytics' DetectionModel, or yolokd's DenseDetectionModel (GFL heads)
+    plain = type(student.model)(deepcopy(student.model.yaml), nc=len(student.names), verbose=False)
+    # with the student's values: the ONNX simplifier folds parameters at their initial values (a GroupNorm's weight 1
+    # and bias 0, a Scale of 1) away, so an untrained copy of the same architecture would export fewer nodes
+    plain.load_state_dict(intersect_dicts(student.model.state_dict(), plain.state_dict()), strict=False)
     plain.names = dict(student.names)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "plain.pt"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from yolokd.heads.base import HeadAdapter, check_head_pair, head_of
+from yolokd.heads.dense import SharedTowerHeadAdapter
 from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.heads.obb import OBBHeadAdapter
 from yolokd.heads.pose import PoseHeadAdapter
@@ -20,6 +21,7 @@ ADAPTERS: tuple[type[HeadAdapter], ...] = (
     SegmentHeadAdapter,
     PoseHeadAdapter,
     OBBHeadAdapter,
+    SharedTowerHeadAdapter,
 )
 
 # Ultralytics task names as they appear in head class names (YOLOESegment -> segment), most specific first.
@@ -59,6 +61,7 @@ __all__ = [
     "OBBHeadAdapter",
     "PoseHeadAdapter",
     "SegmentHeadAdapter",
+    "SharedTowerHeadAdapter",
     "StageRecorder",
     "UnsupportedHeadError",
     "adapter_for",

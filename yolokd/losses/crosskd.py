@@ -55,7 +55,9 @@ if TYPE_CHECKING:
     from yolokd.heads.base import HeadAdapter
 
 PARTS = ("box", "cls")
-VALID_STAGES = (0, 1, 2)  # Detect-family towers: Conv -> Conv -> predictor (check_pair checks the actual heads)
+# Detect-family towers have 2 stages (Conv -> Conv -> predictor), the shared GN towers of GFL 4; check_pair checks the
+# actual heads of a pair.
+VALID_STAGES = (0, 1, 2, 3, 4)
 
 
 def _centred_moments(feat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -95,7 +97,9 @@ class CrossKDParams(LossParams):
     Attributes:
         stage: where the student's towers are cut: 0 = neck features into the teacher's whole towers, 1 = stage-0
             pre-activation into the teacher's SiLU, stage 1 and predictor (the paper's best i=3), 2 = stage-1 output
-            into the teacher's predictors.
+            into the teacher's predictors. Shared-tower heads (GFL, 4 stages): s in 1..3 = the pre-activation
+            (GroupNorm output) of stage s-1 into the teacher's ReLU and stages s..3 (3 is the paper's i=3), 4 = the
+            last stage's output into the predictors.
         cls_weight: weight of the cross-head classification KD (binary KD, / N_pos).
         loc_weight: weight of the cross-head box KD (DFL KL / Σ w, or GIoU / N_pos for reg_max=1 teachers).
         temperature: T of the DFL KL (the KL is multiplied by T²).
@@ -113,7 +117,8 @@ class CrossKDParams(LossParams):
         if self.stage not in VALID_STAGES:
             raise ValueError(
                 f"stage={self.stage} is out of range: valid stages are {', '.join(map(str, VALID_STAGES))} "
-                "(0 = neck features, 1 = after the first conv of each tower, 2 = before the predictor)"
+                "(0 = neck features, 1 = after the first conv of each tower, ..., the tower's stage count = before the "
+                "predictor: 2 on YOLO heads, 4 on GFL's)"
             )
         if self.stage == 0 and self.branch == "one2one":
             raise ValueError(
@@ -135,7 +140,10 @@ class CrossKDLoss(DistillLoss):
         super().__init__(params, teacher_head, student_head)
         self.teacher_adapter = teacher_adapter  # a plain object: the teacher never joins this module's params
         stage = params.stage
-        self.stage_parts = {0: (), 1: tuple(p + PREACTIVATION for p in PARTS), 2: PARTS}[stage]
+        # Cut at a stage's pre-activation (the teacher applies its own activation), except before the teacher's
+        # predictor (stage == its stage count), where the student's last stage output goes in as it is.
+        self.preactivation = 0 < stage < teacher_head.num_stages
+        self.stage_parts = tuple(p + PREACTIVATION for p in PARTS) if self.preactivation else PARTS if stage else ()
         if stage == 0:
             self.aligners = nn.ModuleDict(
                 {"feats": ChannelAligner(student_head.feat_channels, teacher_head.feat_channels)}
@@ -159,11 +167,12 @@ class CrossKDLoss(DistillLoss):
                 )
 
     def _cut_inputs(self, view: View, part: str) -> list[Tensor]:
-        """L tensors (B, D, H_l, W_l) where the towers are cut: neck features, stage-0 pre-activations or stage 1."""
+        """L tensors (B, D, H_l, W_l) where the towers are cut: neck features, or stage ``stage - 1``'s pre-activation
+        (output when it is the teacher's last stage)."""
         stage = self.params.stage
         if stage == 0:
             return view.feats
-        key = part + PREACTIVATION if stage == 1 else part
+        key = part + PREACTIVATION if self.preactivation else part
         return view.stages[key][stage - 1]
 
     def cross_head_outputs(self, student: View, teacher: View) -> dict[str, Tensor]:
@@ -179,9 +188,10 @@ class CrossKDLoss(DistillLoss):
             teacher_inputs = self._cut_inputs(teacher, part)
             aligned[part] = [moment_align(s, t.float()) for s, t in zip(student_inputs, teacher_inputs, strict=True)]
         outputs = {}
+        branch, preactivation = self.params.branch, self.preactivation
         for part in PARTS:
             per_level = [
-                self.teacher_adapter.run_tail(self.params.branch, part, level, stage, x, preactivation=stage == 1)
+                self.teacher_adapter.run_tail(branch, part, level, stage, x, preactivation=preactivation)
                 for level, x in enumerate(aligned[part])
             ]
             outputs[part] = torch.cat([out.flatten(2) for out in per_level], dim=2).transpose(1, 2)

@@ -218,16 +218,16 @@ def test_teacher_recording_ends_before_the_tail_pass(teacher):
 
 
 def test_stage_out_of_range_is_a_clear_error():
-    """stage=3 is a ValueError listing the valid stages; in a config it is a ConfigError at distill.0.stage."""
-    with pytest.raises(ValueError, match=r"stage=3 is out of range: valid stages are 0, 1, 2"):
-        CrossKDParams(stage=3)
+    """stage=5 is a ValueError listing the valid stages; in a config it is a ConfigError at distill.0.stage."""
+    with pytest.raises(ValueError, match=r"stage=5 is out of range: valid stages are 0, 1, 2, 3, 4"):
+        CrossKDParams(stage=5)
     config = {
         "model": "yolov8n.yaml",
         "data": "coco.yaml",
         "teacher": "t.pt",
-        "distill": [{"loss": "crosskd", "stage": 3}],
+        "distill": [{"loss": "crosskd", "stage": 5}],
     }
-    with pytest.raises(ConfigError, match=r"distill\.0\.stage: stage=3 is out of range"):
+    with pytest.raises(ConfigError, match=r"distill\.0\.stage: stage=5 is out of range"):
         load_experiment(config)
 
 

@@ -1,0 +1,80 @@
+"""Head adapter for yolokd's dense heads with towers shared across levels (``GFLDetect``; mmdetection's families).
+
+Such a head has one cls tower and one box tower (``ConvNormAct`` stages: 3x3 conv -> GroupNorm -> ReLU) that every
+level runs through in turn, then a 3x3 predictor per branch and a learnable scale per level on the box output. Its
+raw outputs have the Detect layout (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``), so views are built and
+boxes decoded as for a Detect head (DFL expectation for R > 1); what differs is where the stages are: one shared
+module per stage, called once per level (the recorder stores its outputs per level, in call order), and the tail that
+CrossKD runs is the shared tower from a stage on, the predictor and that level's scale.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.models.dense_head import SharedTowerDetect
+from yolokd.models.gfl import GFLDetect
+from yolokd.views import PREACTIVATION, HeadSpec
+
+
+class SharedTowerHeadAdapter(DetectHeadAdapter):
+    """Reads views out of one model's shared-tower dense head (GFL); one adapter per model instance."""
+
+    head_types = (GFLDetect,)
+    task = "detect"
+    models = "yolokd GFL (GFLDetect)"
+
+    def read_spec(self) -> HeadSpec:
+        """Family, classes, strides, reg_max and widths; every stage and level of a tower has the head's width."""
+        head: SharedTowerDetect = self.head
+        width = head.cls_pred.in_channels
+        return HeadSpec(
+            family=f"{head.family} (shared GN towers, {head.stacked_convs} stages)",
+            num_classes=int(head.nc),
+            strides=tuple(float(s) for s in head.stride),
+            reg_max=int(head.reg_max),
+            branches=("one2many",),
+            feat_channels=(head.cls_tower[0].conv.in_channels,) * int(head.nl),
+            stage_channels={"box": width, "cls": width},
+            num_stages=int(head.stacked_convs),
+            task=self.task,
+        )
+
+    def tower(self, part: str) -> nn.Sequential:
+        """The shared tower of ``box`` or ``cls`` (``*_preact`` names the same tower)."""
+        return self.head.box_tower if part.removesuffix(PREACTIVATION) == "box" else self.head.cls_tower
+
+    def stage_modules(self, branch: str, part: str, stage: int) -> list[nn.Module]:
+        """One shared module per stage: the stage (output after ReLU) or its GroupNorm (``*_preact``)."""
+        block = self.tower(part)[stage]
+        return [block.norm if part.endswith(PREACTIVATION) else block]
+
+    def run_tail(
+        self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
+    ) -> Tensor:
+        """Run the shared tower of ``part`` from ``stage`` on, its predictor and (box) level ``level``'s scale on ``x``.
+
+        As :meth:`DetectHeadAdapter.run_tail`: differentiable with respect to ``x``, in this model's parameter dtype
+        with autocast off, returned in ``x``'s dtype; ``stage`` 0 = the whole tower on a neck feature,
+        ``stacked_convs`` = the predictor only; with ``preactivation`` ``x`` is the GroupNorm output of stage
+        ``stage - 1`` and its ReLU is applied first.
+
+        Returns:
+            (B, 4R, H_l, W_l) box bin logits (scaled as the head scales them) or (B, C, H_l, W_l) class logits.
+        """
+        stages = self.spec.num_stages
+        if not 0 <= stage <= stages:
+            raise ValueError(f"stage={stage} is out of range: this tower has stages 0..{stages}")
+        if preactivation and stage == 0:
+            raise ValueError("preactivation=True needs stage >= 1 (it is the GroupNorm output of stage - 1)")
+        tower = self.tower(part)
+        base_part = part.removesuffix(PREACTIVATION)
+        out = x.to(next(tower.parameters()).dtype)
+        with torch.autocast(x.device.type, enabled=False):
+            if preactivation:
+                out = tower[stage - 1].act(out)
+            out = tower[stage:](out)
+            out = self.head.scales[level](self.head.box_pred(out)) if base_part == "box" else self.head.cls_pred(out)
+        return out.to(x.dtype)

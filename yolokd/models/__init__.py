@@ -1,0 +1,33 @@
+"""Dense-detector families as Ultralytics modules: heads, their losses and assigners, and the model class.
+
+``DenseDetectionModel`` builds a model YAML whose last row names a head of ``DENSE_HEADS`` (``GFLDetect``); model
+YAMLs ship in ``yolokd/cfg/models`` and are found by name (``gfl-yolov8n.yaml``).
+"""
+
+from yolokd.models.atss import ATSSAssigner
+from yolokd.models.dense_head import SharedTowerDetect
+from yolokd.models.gfl import GFLDetect
+from yolokd.models.gfl_loss import GFLLoss, GFLLossWeights, quality_focal_loss
+from yolokd.models.model import (
+    DENSE_HEADS,
+    MODELS_DIR,
+    DenseDetectionModel,
+    dense_head_name,
+    parse_dense_model,
+    resolve_model_yaml,
+)
+
+__all__ = [
+    "DENSE_HEADS",
+    "MODELS_DIR",
+    "ATSSAssigner",
+    "DenseDetectionModel",
+    "GFLDetect",
+    "GFLLoss",
+    "GFLLossWeights",
+    "SharedTowerDetect",
+    "dense_head_name",
+    "parse_dense_model",
+    "quality_focal_loss",
+    "resolve_model_yaml",
+]
