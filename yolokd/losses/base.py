@@ -51,9 +51,6 @@ class LossParams:
     # Former names of renamed fields, (old, new) pairs: a config that still uses an old name is read as the new one,
     # with a one-line warning (``yolokd.config``). A plain class attribute in subclasses, as ``positive_fields``.
     renamed_fields: ClassVar[tuple[tuple[str, str], ...]] = ()
-    # Former names of renamed fields, {old: new}: a config that still uses the old name is read as the new one, with a
-    # one-line warning (``yolokd.config``). A plain class attribute in subclasses, as ``positive_fields``.
-    renamed_fields: ClassVar[dict[str, str]] = {}
 
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
