@@ -115,6 +115,8 @@ def _train(positionals: list[str], overrides: dict[str, Any]) -> None:
         )
     else:
         experiment = None
+    if experiment is not None and not experiment.distill:  # valid (a baseline run), but say so
+        print("yolokd: no distill methods (and no teacher): the student trains alone, as plain Ultralytics training")
     from yolokd.engine.trainer import train_experiment
 
     run_dir = train_experiment(experiment, resume=resume or None)
@@ -139,6 +141,14 @@ def _qat(positionals: list[str], overrides: dict[str, Any]) -> None:
     )
 
 
+def _check_data_path(overrides: dict[str, Any]) -> None:
+    """A ``data=`` path that does not exist is refused before any model is loaded or file written (a bare name such
+    as ``coco8.yaml`` is Ultralytics' to resolve)."""
+    data = overrides.get("data")
+    if data and "/" in str(data) and not Path(str(data)).exists():
+        raise FileNotFoundError(f"data: '{data}' does not exist")
+
+
 def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
     _no_positionals("val", positionals, "yolokd val model=best.pt data=data.yaml")
     model = overrides.pop("model", None)
@@ -146,6 +156,7 @@ def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
         raise ValueError("model: 'val' needs model=path/to/best.pt")
     if "/" in str(model) and not Path(model).exists():  # a bare name like yolov8n.pt is Ultralytics' to download
         raise FileNotFoundError(f"model: {model} not found")
+    _check_data_path(overrides)
     task = _model_task(model)
     if task != "detect":  # yolokd's validation adds COCO detection metrics; other tasks validate in Ultralytics
         raise ValueError(
@@ -174,6 +185,7 @@ def _export(positionals: list[str], overrides: dict[str, Any]) -> None:
     model = overrides.pop("model", None)
     if not model:
         raise ValueError("model: 'export' needs model=path/to/best.pt")
+    _check_data_path(overrides)
     from yolokd.export.exporter import export_model
     from yolokd.export.plan import TensorRTUnavailableError
 

@@ -152,3 +152,25 @@ def test_train_without_config_is_an_error(train_calls: list, capsys: pytest.Capt
     """`yolokd train` with neither a config nor resume=PATH exits with 2 and the usage."""
     assert main(["train", "epochs=3"]) == 2
     assert "yolokd train CFG.yaml" in capsys.readouterr().err and train_calls == []
+
+
+@pytest.mark.parametrize("command", ["val", "export"])
+def test_missing_data_path_is_refused_before_anything_runs(command, tmp_path, monkeypatch, capsys) -> None:
+    """val/export with a data= path that does not exist: one 'data:' line (exit 2) before the model is loaded or an
+    export written."""
+    monkeypatch.setitem(sys.modules, "yolokd.export.exporter", None)  # importing the exporter would fail the test
+    model = tmp_path / "best.pt"
+    model.write_bytes(b"not read")
+    assert main([command, f"model={model}", f"data={tmp_path / 'nowhere' / 'data.yaml'}"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"yolokd: error: data: '{tmp_path / 'nowhere' / 'data.yaml'}' does not exist\n"
+    assert list(tmp_path.iterdir()) == [model]
+
+
+def test_train_without_methods_says_the_student_trains_alone(tmp_path, train_calls, capsys) -> None:
+    """A config with no distill methods (and so no teacher) trains, and says it is plain training."""
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump({"model": "yolov8n.yaml", "data": "coco8.yaml", "distill": []}))
+    assert main(["train", str(path)]) == 0
+    assert "no distill methods (and no teacher): the student trains alone" in capsys.readouterr().out
+    assert len(train_calls) == 1 and train_calls[0][0].distill == []
