@@ -8,9 +8,12 @@ from ultralytics.utils.tal import dist2bbox, make_anchors
 from yolokd.models import MODELS_DIR, DenseDetectionModel, GFLDetect, dense_head_name, resolve_model_yaml
 
 
-@pytest.mark.parametrize(("name", "width"), [("gfl-yolov8n.yaml", 64), ("gfl-yolov8s.yaml", 128)])
+@pytest.mark.parametrize(
+    ("name", "width"), [("gfl-yolov8n.yaml", 64), ("gfl-yolov8s.yaml", 128), ("gfl-r18.yaml", 128)]
+)
 def test_shipped_yaml_builds_by_scale(name, width):
-    """gfl-yolov8{n,s}.yaml resolve to yolokd/cfg/models/gfl-yolov8.yaml at their scale: strides 8/16/32, one width."""
+    """gfl-yolov8{n,s}.yaml resolve to yolokd/cfg/models/gfl-yolov8.yaml at their scale, gfl-r18.yaml (torchvision
+    ResNet-18 through Ultralytics' TorchVision module, no download) to itself: strides 8/16/32, one width."""
     model = DenseDetectionModel(name, nc=5, verbose=False)
     head = model.model[-1]
     assert type(head) is GFLDetect and head.nc == 5 and head.reg_max == 16 and head.stacked_convs == 4
