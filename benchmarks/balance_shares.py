@@ -1,7 +1,9 @@
 """Every method's gradient share of the GT loss's at its paper weights, on one teacher-student pair.
 
 Runs ``yolokd balance`` (``weight_mode: paper``) once per registered method and tabulates what the README's KD
-balance section quotes: each method's share, its dominant term and the scale ``grad_share: 1`` would give it.
+balance section quotes: each method's share, its dominant term, the scale ``grad_share: 1`` would give it, and its
+layer concentration (:func:`yolokd.engine.balance.layer_concentration`: why feature-level methods default to a
+``grad_share`` of 0.1, :data:`yolokd.losses.base.FEATURE_GRAD_SHARE`).
 Run it once with the student at initialisation (``--student yolov8n.yaml``) and once with a trained student
 (``--student runs/.../best.pt``) to see how the pull moves during training.
 
@@ -27,7 +29,9 @@ def measure(data: str, teacher: str, student: str, imgsz: int, batch: int, batch
     """{method: {share, scale_at_share_1, terms: {term: share}}, "gt": {component: [value, grad norm]}}."""
     result: dict = {"methods": {}, "settings": dict(data=data, teacher=teacher, student=student, imgsz=imgsz)}
     with tempfile.TemporaryDirectory() as project:
-        for name in LOSSES:
+        for name, loss in LOSSES.items():
+            if loss.task is not None:  # task terms (masks, keypoints, angles) need a student of that task
+                continue
             config = {
                 **CPU_SCHEDULE, "model": student, "data": data, "imgsz": imgsz, "batch": batch, "device": "cpu",
                 "seed": 0, "project": project, "name": name, "verbose": False, "teacher": teacher,
@@ -38,6 +42,8 @@ def measure(data: str, teacher: str, student: str, imgsz: int, batch: int, batch
             (method,) = report.methods.values()
             result["methods"][name] = {
                 "share": method.measured_share,
+                "concentration": method.concentration,
+                "default_grad_share": method.grad_share,
                 "scale_at_share_1": 1.0 / method.measured_share,
                 "terms": {term: report.terms[term].grad_norm / gt_grad for term in method.terms},
             }
@@ -51,13 +57,17 @@ def markdown(result: dict) -> str:
     lines = [
         f"GT loss {gt[0]:.3g} per batch, gradient norm {gt[1]:.4g}.",
         "",
-        "| method | share at paper weights | dominant term (its share) | auto scale at `grad_share` 1 |",
-        "|---|---:|---|---:|",
+        "| method | share at paper weights | dominant term (its share) | auto scale at `grad_share` 1 "
+        "| layer concentration (q90) | default `grad_share` |",
+        "|---|---:|---|---:|---:|---:|",
     ]
     for name, method in sorted(result["methods"].items(), key=lambda item: -item[1]["share"]):
         term, share = max(method["terms"].items(), key=lambda item: item[1])
+        concentration = method.get("concentration")
+        shown = "-" if concentration is None else f"{concentration:.3g}"
         lines.append(
-            f"| `{name}` | {method['share']:.3g} | `{term}` ({share:.3g}) | {method['scale_at_share_1']:.3g} |"
+            f"| `{name}` | {method['share']:.3g} | `{term}` ({share:.3g}) | {method['scale_at_share_1']:.3g} "
+            f"| {shown} | {method['default_grad_share']:g} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -12,6 +12,7 @@ from conftest import tiny_train_args
 from yolokd.cli import main
 from yolokd.config import load_experiment
 from yolokd.engine.trainer import measure_experiment_balance
+from yolokd.losses.base import FEATURE_GRAD_SHARE, OUTPUT_GRAD_SHARE
 
 pytestmark = pytest.mark.integration
 
@@ -48,9 +49,11 @@ def test_paper_mode_keeps_the_papers_weights(synthetic_data, calibrated_teacher,
         reports[mode], _ = measure_experiment_balance(load_experiment(config))
     paper, auto = reports["paper"], reports["auto"]
     assert paper.scales == {"ld_loc": 1.0, "pkd_feat": 1.0}
-    for name in ("ld_loc", "pkd_feat"):  # same measurement, only the decision differs
+    # same measurement, only the decision differs; default shares: LD on the head's outputs, PKD on neck features
+    for name, share in (("ld_loc", OUTPUT_GRAD_SHARE), ("pkd_feat", FEATURE_GRAD_SHARE)):
         assert paper.methods[name].measured_share == pytest.approx(auto.methods[name].measured_share, rel=1e-5)
-        assert auto.methods[name].scale == pytest.approx(1.0 / auto.methods[name].measured_share, rel=1e-6)
+        assert auto.methods[name].grad_share == share
+        assert auto.methods[name].scale == pytest.approx(share / auto.methods[name].measured_share, rel=1e-6)
 
 
 @pytest.mark.parametrize("every_epoch", [True, False], ids=["re-measured", "frozen"])

@@ -94,6 +94,7 @@ class MethodBalance:
     measured_share: float
     grad_share: float
     scale: float
+    concentration: float | None = None  # layer_concentration(); None where not measured (the per-epoch update)
 
 
 @dataclass
@@ -142,14 +143,23 @@ class BalanceReport:
             lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
         lines += [
             "",
-            "| method | terms | share at paper weights | target share | scale | share after scaling |",
-            "|---|---|---:|---:|---:|---:|",
+            "| method | terms | share at paper weights | target share | scale | share after scaling "
+            "| layer concentration (q90) |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
         for name, method in self.methods.items():
+            concentration = "-" if method.concentration is None else f"{method.concentration:.3g}"
             lines.append(
                 f"| {name} | {', '.join(method.terms)} | {method.measured_share:.3g} | {method.grad_share:.3g} | "
-                f"{method.scale:.4g} | {method.measured_share * method.scale:.3g} |"
+                f"{method.scale:.4g} | {method.measured_share * method.scale:.3g} | {concentration} |"
             )
+        lines += [
+            "",
+            "Layer concentration: over the conv layers a method reaches, the 90th percentile of (its gradient norm / "
+            "the GT loss's) on one layer, divided by the same ratio over the whole student; about 1 when the method "
+            "pulls every layer as the GT loss does, large when its pull is concentrated near the features it reads "
+            "(yolokd.losses.base.FEATURE_GRAD_SHARE).",
+        ]
         return "\n".join(lines) + "\n"
 
     def write(self, folder: Path) -> tuple[Path, Path]:
@@ -166,7 +176,12 @@ SumsReduce = Callable[[dict[str, list[float | None]]], dict[str, list[float | No
 
 
 def grad_norm(output: Tensor, params: list[nn.Parameter], reduce: GradReduce | None = None) -> float:
-    """L2 norm over `params` of d output / d params (0 for parameters the output does not reach).
+    """L2 norm over `params` of d output / d params (0 for parameters the output does not reach)."""
+    return float(grad_squares(output, params, reduce).sum().sqrt())
+
+
+def grad_squares(output: Tensor, params: list[nn.Parameter], reduce: GradReduce | None = None) -> Tensor:
+    """(P,) squared L2 norm of d output / d param for each of `params` (0 where the output does not reach it).
 
     ``reduce`` (DDP, :func:`yolokd.engine.ddp.sum_gradients`) sums each parameter's gradient over the ranks first:
     the norm of the global batch's gradient, as one process on the whole batch measures it. Every rank takes part,
@@ -175,13 +190,38 @@ def grad_norm(output: Tensor, params: list[nn.Parameter], reduce: GradReduce | N
     if output.requires_grad:
         grads = list(torch.autograd.grad(output, params, retain_graph=True, allow_unused=True))
     elif reduce is None:
-        return 0.0
+        return torch.zeros(len(params))
     else:
         grads = [None] * len(params)
     if reduce is not None:
         grads = reduce(grads, params)
-    squares = [g.detach().float().pow(2).sum() for g in grads if g is not None]
-    return float(torch.stack(squares).sum().sqrt()) if squares else 0.0
+    zero = torch.zeros((), device=params[0].device) if params else torch.zeros(())
+    return torch.stack([zero if g is None else g.detach().float().pow(2).sum() for g in grads]).cpu()
+
+
+def layer_concentration(
+    method_squares: Tensor, gt_squares: Tensor, is_conv: Tensor, quantile: float = 0.9
+) -> float | None:
+    """How much more a method pulls on the layers it pulls hardest than on the student as a whole, next to the GT.
+
+    Per conv weight the method reaches, ``r = ||g_method|| / ||g_GT||``, divided by the same ratio over all
+    parameters; returns the `quantile` of r (the next higher measured r; None when the method reaches no conv weight).
+    About 1 when the method's gradient is spread over the layers as the GT loss's is (methods on the head's outputs);
+    much larger when it is concentrated near the layer it reads (methods on intermediate features). A layer the GT
+    loss does not reach at all in the measured batches (a head level with no positive) counts as infinitely
+    concentrated.
+
+    Args:
+        method_squares: (P,) squared gradient norm of the method per parameter, summed over the measured batches.
+        gt_squares: (P,) the same for the whole GT loss.
+        is_conv: (P,) True for conv weights (parameters of 2 or more dimensions; norms and biases are left out).
+    """
+    reached = is_conv & (method_squares > 0)
+    if not bool(reached.any()) or not float(gt_squares.sum()) > 0:
+        return None
+    whole = (method_squares.sum() / gt_squares.sum()).sqrt()
+    ratios = (method_squares[reached] / gt_squares[reached]).sqrt() / whole  # x / 0 = inf: a layer GT never reaches
+    return float(torch.quantile(ratios.double(), quantile, interpolation="higher"))  # "linear" makes inf * 0 = NaN
 
 
 def method_scales(
@@ -263,8 +303,10 @@ def measure_balance(
             (:func:`yolokd.engine.ddp.average_sums`), so every rank decides the same scales.
     """
     params = [p for p in model.parameters() if p.requires_grad]
+    is_conv = torch.tensor([p.ndim > 1 for p in params], dtype=torch.bool)
     methods = criterion.distiller.method_terms()
     sums: dict[str, list[float | None]] = {}
+    layer_squares: dict[str, Tensor] = {}  # per-parameter squared gradient norms (detail only): layer_concentration
     gt_names: tuple[str, ...] = ()
     count = 0
     model.train()
@@ -279,7 +321,11 @@ def measure_balance(
         for name, value in values.items():
             entry = sums.setdefault(name, [0.0, 0.0])
             entry[0] += float(value.detach()) / batch_size
-            if detail or name == GT_TOTAL or name.startswith("method:"):
+            if detail and (name == GT_TOTAL or name.startswith("method:")):
+                squares = grad_squares(value, params, reduce_grads)
+                layer_squares[name] = layer_squares.get(name, 0) + squares
+                entry[1] += float(squares.sum().sqrt())
+            elif detail or name == GT_TOTAL or name.startswith("method:"):
                 entry[1] += grad_norm(value, params, reduce_grads)
             else:
                 entry[1] = None
@@ -317,6 +363,9 @@ def measure_balance(
                 measured_share=method_grads[m] / gt_grad if gt_grad > 0 else math.nan,
                 grad_share=shares[m],
                 scale=scales[m],
+                concentration=layer_concentration(layer_squares[f"method:{m}"], layer_squares[GT_TOTAL], is_conv)
+                if detail
+                else None,
             )
             for m in methods
         },

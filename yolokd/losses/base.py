@@ -17,6 +17,19 @@ TUNE_BOUNDS = "tune_bounds"  # dataclass field metadata key: the field's default
 WEIGHT_SPAN = 4.0  # default search range of a term weight or grad_share: default / 4 ... default x 4
 POSITIVE_SPAN = 2.0  # of a positive field (a temperature): default / 2 ... default x 2
 
+# Default ``grad_share`` by where a method pulls on the student. The balance matches whole-student gradient norms, but
+# AdamW (Ultralytics' optimiser for runs under 10k iterations) normalises each parameter's step, so who steers a layer
+# is decided by the per-layer ratio of the gradients. A method on the head's outputs (BCKD, CrossKD, LD, the task terms)
+# spreads its gradient over the layers as the GT loss does; a method on intermediate features (PGD, DFD, G-DetKD, FGD,
+# MGD, CWD, PKD, mimic) puts it near the layer it reads. Measured at initialisation (YOLOv8s -> YOLOv8n, evidence
+# scenes; ``layer_concentration`` in the balance table): the 90th-percentile per-layer ratio, over the whole-student
+# ratio, is about 1-2 for BCKD and CrossKD and 12-31 for PGD, DFD and G-DetKD, so at a whole-student share of 1 the
+# layers next to a feature method follow the teacher's features rather than the detection loss, and those methods
+# made the student worse (README Results). A tenth of the share brings those layers back to about the GT's pull.
+# ``yolokd balance`` prints each method's concentration on any pair. Only AdamW runs are measured.
+OUTPUT_GRAD_SHARE = 1.0
+FEATURE_GRAD_SHARE = 0.1
+
 
 def tune_bounds(low: float, high: float) -> dict[str, tuple[float, float]]:
     """Field metadata giving a parameter its search range: ``field(default=0.65, metadata=tune_bounds(0.3, 0.9))``."""
@@ -39,11 +52,12 @@ class LossParams:
         grad_share: with ``balance.weight_mode: auto`` (the default), the method's terms are scaled so that their
             gradient on the student is this share of the GT loss's gradient, measured at the start of the run and
             again after each epoch (:mod:`yolokd.engine.balance`); the terms keep the paper's ratio to each other.
-            Ignored in ``paper`` mode.
+            Ignored in ``paper`` mode. Default: :data:`OUTPUT_GRAD_SHARE` for methods on the head's outputs,
+            :data:`FEATURE_GRAD_SHARE` for methods on intermediate features (their ``Params`` say so).
     """
 
     branch: str = "one2many"
-    grad_share: float = 1.0
+    grad_share: float = OUTPUT_GRAD_SHARE
 
     # Names of fields that must be > 0. A plain class attribute in subclasses (``positive_fields = ("temperature",)``),
     # never annotated there: an annotation would make it a config key.

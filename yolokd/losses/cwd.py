@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
@@ -53,6 +53,7 @@ class CWDParams(LossParams):
         temperature: softmax temperature τ (``tau`` in configs before it was renamed: still read, with a warning).
     """
 
+    grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
     weight: float = 10.0
     temperature: float = 1.0
 

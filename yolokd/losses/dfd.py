@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner, spatial_attention
 from yolokd.views import HeadSpec, Targets, View
 
@@ -123,6 +123,7 @@ class DFDParams(LossParams):
             and 2 give 39.8, 40.1 and 40.2 mAP; at YOLOv8s widths 0.5/1/2 mean 1.1/3.8/13.8 M parameters).
     """
 
+    grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
     high_disparity_weight: float = 2.8
     low_disparity_weight: float = 1.0
     trans_expansion: float = 2.0

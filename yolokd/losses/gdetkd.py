@@ -69,7 +69,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from ultralytics.utils import LOGGER, colorstr
 
-from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
 from yolokd.losses.gdetkd_rois import RepresentationQueue, RoiBatch, ckd_negative_mask, pool_rois, sample_rois
 from yolokd.views import HeadSpec, Targets, View
@@ -200,6 +200,7 @@ class GDetKDParams(LossParams):
         init_head_from_teacher: copy the teacher's head tensors of matching shape into the student (fresh runs).
     """
 
+    grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
     sgfi_weight: float = 1.0
     ckd_weight: float = 1.0
     pred_weight: float = 0.0

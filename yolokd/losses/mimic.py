@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
@@ -34,6 +34,7 @@ class MimicParams(LossParams):
         weight: weight of the summed per-level MSE.
     """
 
+    grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
     weight: float = 1.0
 
 

@@ -48,7 +48,7 @@ import torch
 from torch import Tensor
 from ultralytics.utils.metrics import bbox_iou, probiou
 
-from yolokd.losses.base import DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import channel_attention, spatial_attention, stage_aligners
 from yolokd.losses.masks import gaussian_fit_weights, normalize_per_image, points_in_boxes
 from yolokd.views import HeadSpec, Targets, View
@@ -232,6 +232,7 @@ class PGDParams(LossParams):
         level_weights: λ per level from P3, multiplying the cls α and β terms (one entry per head level).
     """
 
+    grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
     fg_weight: float = 0.04
     bg_weight: float = 0.02
     box_weight: float = 0.064

@@ -15,6 +15,7 @@ from yolokd.engine.balance import (
     Balance,
     BalanceReport,
     grad_norm,
+    layer_concentration,
     measure_balance,
     method_scales,
     preserved_state,
@@ -128,3 +129,59 @@ def test_preserved_state_restores_parameters_buffers_and_rngs():
 def test_balance_settings_are_checked(bad):
     with pytest.raises(ValueError):
         Balance(**bad)
+
+
+def test_layer_concentration_on_hand_made_norms():
+    conv = torch.tensor([True, True, True, True])
+    # spread as the GT's: every reached layer at the whole-student ratio sqrt(3/4)
+    assert layer_concentration(torch.tensor([1.0, 1, 1, 0]), torch.ones(4), conv) == pytest.approx(1 / math.sqrt(0.75))
+    # all on one layer: ratio 10 there against 5 over the student
+    assert layer_concentration(torch.tensor([100.0, 0, 0, 0]), torch.ones(4), conv) == pytest.approx(2.0)
+    # a layer the GT loss never reaches is infinitely concentrated; biases and norms (not conv) are left out
+    assert layer_concentration(torch.tensor([1.0, 1, 1, 0]), torch.tensor([0.0, 1, 1, 1]), conv) == math.inf
+    assert layer_concentration(torch.tensor([1.0, 0, 0, 0]), torch.ones(4), ~conv) is None
+
+
+class TwoConvModel(nn.Module):
+    """conv1 -> feature h -> conv2 -> output; 1x1 convs so every gradient is a plain product."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv1, self.conv2 = nn.Conv2d(2, 3, 1, bias=False), nn.Conv2d(3, 2, 1, bias=False)
+
+    def forward(self, images):
+        feature = self.conv1(images)
+        return feature, self.conv2(feature)
+
+
+class FeatureVsOutputCriterion:
+    """GT on the output; method 'out' = 3 x the GT's own form (same gradient direction everywhere), method 'feat' reads
+    the intermediate feature only."""
+
+    class distiller:  # noqa: N801 (the criterion's distiller attribute, as DistillationCriterion has)
+        term_names = ("out_t", "feat_t")
+
+        @staticmethod
+        def method_terms():
+            return {"out": ("out_t",), "feat": ("feat_t",)}
+
+    def loss_parts(self, preds, batch):
+        feature, output = preds
+        size = batch["img"].shape[0]
+        gt = output.pow(2).mean() * size
+        return {"box": gt}, {"out_t": 3 * output.pow(2).mean(), "feat_t": feature.pow(2).mean()}
+
+
+def test_balance_reports_output_methods_spread_and_feature_methods_concentrated():
+    """A term on the output pulls each layer as the GT does (concentration 1); a term on the feature reaches conv1
+    only, so its concentration is ||g_GT|| / ||g_GT on conv1||."""
+    model = TwoConvModel()
+    batch = {"img": torch.randn(2, 2, 4, 4)}
+    report = measure_balance(model, FeatureVsOutputCriterion(), [batch], {"out": 1.0, "feat": 1.0}, "auto")
+    assert report.methods["out"].concentration == pytest.approx(1.0, rel=1e-5)
+    gt = FeatureVsOutputCriterion().loss_parts(model(batch["img"]), batch)[0]["box"]
+    g1, g2 = torch.autograd.grad(gt, [model.conv1.weight, model.conv2.weight])
+    expected = float((g1.pow(2).sum() + g2.pow(2).sum()).sqrt() / g1.pow(2).sum().sqrt())
+    assert report.methods["feat"].concentration == pytest.approx(expected, rel=1e-5) and expected > 1.2
+    assert "| feat | feat_t |" in report.markdown() and f"{expected:.3g} |" in report.markdown()

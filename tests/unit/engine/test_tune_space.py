@@ -24,7 +24,7 @@ def test_default_space_auto_mode():
         "distill.0.loc_weight": (1.0, 16.0),
         "distill.1.grad_share": (0.25, 4.0),
         "distill.1.temperature": (5.0, 20.0),
-        "distill.2.grad_share": (0.25, 4.0),
+        "distill.2.grad_share": (0.025, 0.4),  # a feature-level method: FEATURE_GRAD_SHARE / 4 ... x 4
         "distill.2.mask_ratio": (0.3, 0.9),
     }
 
