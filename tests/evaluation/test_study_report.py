@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
-from yolokd.evaluation.study import RunScore
+import torch
+
+from yolokd.evaluation.study import RunScore, environment
 from yolokd.evaluation.study_report import StudyReport
 
 
@@ -52,3 +54,10 @@ def test_report_shows_each_kd_rows_balance(tmp_path):
     markdown = StudyReport(scores, settings, None, 1.0).markdown()
     assert "| bckd | bckd_cls_bckd_loc | auto | 0.1 | 10 | 1 |" in markdown
     assert "| baseline | " not in markdown.split("KD balance")[1]  # no KD, no balance line
+
+
+def test_report_names_the_environment_it_ran_in():
+    """Results depend on the torch build, so the study's settings carry it and the report prints it."""
+    report = _report({"baseline": [0.1, 0.2, 0.3]})
+    report.settings["environment"] = environment()
+    assert f"torch {torch.__version__}" in report.markdown().split("Environment: ")[1]

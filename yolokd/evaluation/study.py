@@ -298,10 +298,26 @@ def study(
             scores.append(score)
             cached += was_cached
     settings = {"rows": [row.name for row in rows], "seeds": seed_list, "teacher": teacher, "cfg": cfg,
-                "cached_runs": cached, "train_args": base, "out": str(root)}  # fmt: skip
+                "cached_runs": cached, "train_args": base, "out": str(root), "environment": environment()}  # fmt: skip
     report = StudyReport(scores, settings, teacher_score, time.perf_counter() - start)
     write_report(report, root)
     return report
+
+
+def environment() -> dict[str, str]:
+    """What the study's numbers depend on besides its settings: library builds and the processor."""
+    import platform
+
+    import torch
+    import ultralytics
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "ultralytics": ultralytics.__version__,
+        "torch threads": str(torch.get_num_threads()),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+    }
 
 
 def base_train_args(

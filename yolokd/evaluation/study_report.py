@@ -136,7 +136,11 @@ class StudyReport:
             f"wall time {self.wall_seconds / 60:.1f} min ({cached} of {len(self.scores)} runs read from the cache), "
             f"training time of all runs {train_minutes:.1f} min"
         )
-        return ["", f"Schedule: {schedule}; {timing}."]
+        lines = ["", f"Schedule: {schedule}; {timing}."]
+        environment = self.settings.get("environment")
+        if environment:  # the numbers depend on the build: two torch builds train the same seed differently
+            lines.append("Environment: " + ", ".join(f"{key} {value}" for key, value in environment.items()) + ".")
+        return lines
 
     def to_json(self) -> dict[str, Any]:
         """Settings, teacher, the rule, per-row summaries and every run."""
