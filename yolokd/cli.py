@@ -20,9 +20,6 @@ from yolokd.cli_help import COMMAND_HELP, TOP_HELP
 HELP_FLAGS = ("-h", "--help")
 
 
-TASK_SUFFIXES = {"-seg": "segment", "-pose": "pose", "-obb": "obb", "-cls": "classify"}  # Ultralytics release names
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``yolokd COMMAND ...``; returns the exit code (2 for usage and config errors)."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -157,27 +154,11 @@ def _val(positionals: list[str], overrides: dict[str, Any]) -> None:
     if "/" in str(model) and not Path(model).exists():  # a bare name like yolov8n.pt is Ultralytics' to download
         raise FileNotFoundError(f"model: {model} not found")
     _check_data_path(overrides)
-    task = _model_task(model)
-    if task != "detect":  # yolokd's validation adds COCO detection metrics; other tasks validate in Ultralytics
-        raise ValueError(
-            f"model: {Path(model).name} is a {task} model; 'yolokd val' validates detect models (with COCO metrics). "
-            f"Validate it with Ultralytics: yolo val task={task} model={model} data=..."
-        )
     from yolokd.evaluation.validate import validate_model
 
     result = validate_model(model, **overrides)
     print(result)
     print(f"yolokd: metrics saved to {result.files['metrics']}")
-
-
-def _model_task(model: str | Path) -> str:
-    """Ultralytics' task of a checkpoint (read from it), or of a release name (``yolov8n-seg.pt``) by its suffix."""
-    if Path(model).is_file():
-        from ultralytics import YOLO
-
-        return YOLO(str(model)).task
-    stem = Path(model).stem
-    return next((task for suffix, task in TASK_SUFFIXES.items() if stem.endswith(suffix)), "detect")
 
 
 def _export(positionals: list[str], overrides: dict[str, Any]) -> None:

@@ -131,7 +131,8 @@ COMMAND_HELP = {
     "and print its metrics, plus COCO metrics by pycocotools (AP, AP50, AP75, AP_S, AP_M, AP_L; coco=false\n"
     "skips them) against the split's labels converted to COCO JSON once (cached as labels/<split>.coco.json).\n"
     "Writes <save_dir>/val_metrics.json. Exports validate too (model=best.onnx, model=best.engine): their input\n"
-    "size and batch come from the export.\n",
+    "size and batch come from the export. Segment, pose and OBB models validate with their task's metrics (box\n"
+    "and mask/pose mAP); the COCO box metrics are for detect models.\n",
     "export": EXPORT_HELP,
     "benchmark": BENCHMARK_HELP,
     "check": f"Usage: yolokd check CFG.yaml [key=value ...]\n\n"

@@ -183,3 +183,32 @@ def test_int8_map_drop_above_one_point_is_flagged_not_failed():
     assert fp32["failed"] and not fp32["flagged"]
     small = checks.map_comparison(pytorch, {"metrics/mAP50-95(B)": 0.395, "metrics/mAP50(B)": 0.6}, "int8")
     assert not small["flagged"]
+
+
+def two_rotated_boxes() -> torch.Tensor:
+    """Two OBB detections (N, 7): xywh pixels, score, class, angle (radians), as rotated NMS returns them."""
+    return torch.tensor([[20.0, 20.0, 16.0, 4.0, 0.9, 0.0, 0.3], [40.0, 40.0, 10.0, 10.0, 0.8, 1.0, 0.0]])
+
+
+def test_match_rotated_detections_by_probiou():
+    """OBB detections match by ProbIoU of their xywhr boxes: the same box written turned by pi/2 with w and h swapped
+    matches at IoU ~1, and a 16 x 4 box turned by pi/2 about its centre (a cross, same centre, width and height) is
+    a miss."""
+    same_box = two_rotated_boxes()
+    same_box[0, 2:4] = same_box[0, [3, 2]]
+    same_box[0, 6] += torch.pi / 2
+    found = checks.match_detections([two_rotated_boxes()], [same_box], rotated=True)
+    assert found["recall"] == 1.0 and found["min_iou"] == pytest.approx(1.0, abs=1e-3)
+    crossed = two_rotated_boxes()
+    crossed[0, 6] += torch.pi / 2
+    assert checks.match_detections([two_rotated_boxes()], [crossed], rotated=True)["recall"] == 0.5
+
+
+def test_rotated_parity_runs_rotated_nms():
+    """Raw OBB outputs (B, 4 + C + 1, A): identical exports agree fully; the angle channel is part of each detection
+    and no anchor-aligned (axis-aligned) agreement is reported."""
+    reference = torch.cat([raw_predictions(), torch.rand(2, 1, 50, generator=torch.Generator().manual_seed(3))], 1)
+    result = checks.parity(reference, False, reference.clone(), False, NC, imgsz=64, rotated=True)
+    found = result["detections"]
+    assert found["reference_boxes"] > 0 and found["recall"] == 1.0 and "top_box_agreement" not in result
+    assert checks.detections(reference, NC, False, 0.25, rotated=True)[0].shape[1] == 7

@@ -5,6 +5,7 @@ validates and exports to ONNX with parity."""
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 
@@ -232,20 +233,28 @@ def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calib
         train_experiment(experiment)
 
 
-def test_yolokd_val_and_checked_export_refuse_task_models_in_one_line(task_run, capsys):
-    """'yolokd val' (COCO detection metrics) and 'yolokd export' with its detection checks stop in one line naming
-    the task and the way that works; 'yolokd export checks=false' exports the task model."""
+def test_yolokd_val_and_checked_export_work_on_task_models(task_run, capsys):
+    """'yolokd val' validates a task model with its task's metrics (no COCO box metrics, which are detect-only), and
+    'yolokd export' with data runs its checks (graph with the task's outputs, parity of the detections, box mAP delta,
+    plain-graph comparison), all passing."""
     name, data, run_dir = task_run
-    task = RUNS[name]["task"]
+    spec = RUNS[name]
     best = run_dir / "weights" / "best.pt"
-    assert main(["val", f"model={best}", f"data={data}", "imgsz=64"]) == 2
-    error = capsys.readouterr().err
-    assert f"is a {task} model" in error and f"yolo val task={task}" in error and error.count("\n") == 1
-    assert main(["export", f"model={best}", "format=onnx", "imgsz=64"]) == 2
-    error = capsys.readouterr().err
-    assert f"is a {task} model" in error and "checks=false" in error and error.count("\n") == 1
-    assert main(["export", f"model={best}", "format=onnx", "imgsz=64", "checks=false"]) == 0
-    assert best.with_suffix(".onnx").is_file()
+    project = run_dir / "cli"
+    assert (
+        main(["val", f"model={best}", f"data={data}", "imgsz=64", "batch=8", "plots=false", f"project={project}"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert spec["metric"] in out and "COCO" not in out
+    assert main(["export", f"model={best}", "format=onnx", "imgsz=64", f"data={data}"]) == 0
+    report = json.loads(best.with_suffix(".export.json").read_text())
+    assert report["passed"] and report["problems"] == []
+    graph, parity = report["checks"]["graph"], report["checks"]["parity"]
+    assert [name for name, _ in graph["outputs"]] == (
+        ["output0", "output1"] if spec["task"] == "segment" else ["output0"]
+    )
+    assert parity["detections"]["match_iou"] == 0.5 and "delta" in report["checks"]["map"]
+    assert report["checks"]["plain"]["same_graph"]
 
 
 def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrated_teacher, tmp_path):

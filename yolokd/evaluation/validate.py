@@ -1,5 +1,8 @@
 """``yolokd val``: Ultralytics validation plus COCO metrics (pycocotools) on any YOLO-format dataset.
 
+Segment, pose and OBB models validate with their own Ultralytics validator (box and mask/pose metrics); the COCO box
+metrics are for detect models (``coco`` defaults to on for those only).
+
 One pass over the split: Ultralytics' ``DetectionValidator`` runs as usual (its mAP50-95, mAP50, P, R, speed, plots)
 with ``save_json=True``, so it writes ``predictions.json``; the JSON step is then pycocotools against the split's
 ground truth converted from the YOLO labels (cached, see :mod:`yolokd.evaluation.coco_gt`) instead of Ultralytics'
@@ -70,20 +73,27 @@ class ValidationResult:
         return "\n".join(lines)
 
 
-def validate_model(model: str | Path, coco: bool = True, **val_args: Any) -> ValidationResult:
+def validate_model(model: str | Path, coco: bool | None = None, **val_args: Any) -> ValidationResult:
     """Validate `model` (.pt, or an export Ultralytics validates) with Ultralytics, plus COCO metrics.
 
     Args:
         model: a checkpoint or export path (or an Ultralytics release name).
-        coco: also compute the COCO metrics (forces ``save_json=True``).
+        coco: also compute the COCO box metrics (forces ``save_json=True``); None: for detect models only.
         **val_args: any Ultralytics val argument (data, split, imgsz, batch, conf, iou, device, plots, project...).
     """
     from ultralytics import YOLO
 
+    yolo = YOLO(str(model))
+    if coco is None:
+        coco = yolo.task == "detect"
+    elif coco and yolo.task != "detect":
+        raise ValueError(
+            f"coco: the COCO box metrics cover detect models; {Path(str(model)).name} is a {yolo.task} model: "
+            "validate it with coco=false (Ultralytics' box and task metrics)"
+        )
     if coco and (val_args.get("single_cls") or val_args.get("classes") is not None):
         raise ValueError("single_cls/classes change the class list of the predictions; use them with coco=false")
-    yolo = YOLO(str(model))
-    validators: list[DetectionValidator] = []
+    validators: list[DetectionValidator] = []  # the task's validator (segment, pose, OBB: subclasses of it)
     yolo.add_callback("on_val_end", validators.append)
     if coco:
         val_args = {**val_args, "save_json": True}

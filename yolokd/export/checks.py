@@ -7,7 +7,9 @@ conf - the score tolerance, so a 0.26 -> 0.24 score is not a miss). Pass/fail re
 detections, the mean IoU and the mean |score difference| of the matched pairs (``TOLERANCES``, per precision), and
 the mAP delta. For raw outputs (B, 4 + C, A) the max |diff| of boxes and scores over all anchors (background
 included), the cosine similarity and the anchor-aligned top-box agreement are reported as information only: INT8
-moves background scores that no detection uses.
+moves background scores that no detection uses. Task models are checked the same way on their detections, whose
+task values (mask coefficients, keypoints) follow the boxes through NMS; OBB detections are rotated boxes, kept by
+rotated NMS and matched by ProbIoU.
 """
 
 from __future__ import annotations
@@ -53,8 +55,15 @@ INT8_MAP_FLAG = 0.01
 """INT8 losing more than 1 mAP50-95 point is flagged loudly (reported, not failed: acceptable or not is yours)."""
 
 
-def check_onnx_graph(path: str | Path, batch: int, imgsz: tuple[int, int], dynamic: bool, nc: int) -> dict[str, Any]:
-    """``onnx.checker`` and the Ultralytics contract: input ``images`` (B, 3, h, w), output ``output0``.
+def check_onnx_graph(
+    path: str | Path, batch: int, imgsz: tuple[int, int], dynamic: bool, nc: int, task: str = "detect", extra: int = 0
+) -> dict[str, Any]:
+    """``onnx.checker`` and the Ultralytics contract: input ``images`` (B, 3, h, w), output ``output0`` (segment
+    models: also ``output1``, the mask prototypes).
+
+    Args:
+        task: Ultralytics' task of the model.
+        extra: task channels after the class scores of a raw output (mask coefficients, keypoint values, the angle).
 
     Returns:
         (dict): inputs/outputs as [name, shape] (symbolic sides as strings), ``problems`` (empty when it passes).
@@ -81,12 +90,13 @@ def check_onnx_graph(path: str | Path, batch: int, imgsz: tuple[int, int], dynam
     expected_input = ["batch", 3, "height", "width"] if dynamic else [batch, 3, *imgsz]
     if [name for name, _ in inputs] != ["images"] or inputs[0][1] != expected_input:
         problems.append(f"inputs: {inputs}, expected [['images', {expected_input}]]")
-    if [name for name, _ in outputs] != ["output0"]:
-        problems.append(f"outputs: {[name for name, _ in outputs]}, expected ['output0']")
+    expected_outputs = ["output0", "output1"] if task == "segment" else ["output0"]
+    if [name for name, _ in outputs] != expected_outputs:
+        problems.append(f"outputs: {[name for name, _ in outputs]}, expected {expected_outputs}")
     elif not dynamic and outputs[0][1][0] != batch:
         problems.append(f"output0: batch {outputs[0][1][0]}, expected {batch}")
     raw_channels = outputs[0][1][1] if outputs and len(outputs[0][1]) == 3 else None
-    return {"inputs": inputs, "outputs": outputs, "raw": raw_channels == 4 + nc, "problems": problems}
+    return {"inputs": inputs, "outputs": outputs, "raw": raw_channels == 4 + nc + extra, "problems": problems}
 
 
 def graph_signature(path: str | Path) -> dict[str, Any]:
@@ -107,30 +117,46 @@ def graph_signature(path: str | Path) -> dict[str, Any]:
     }
 
 
-def detections(predictions: torch.Tensor, nc: int, end2end: bool, conf: float = 0.001) -> list[torch.Tensor]:
-    """Ultralytics' NMS (IoU 0.7, at most 300 per image) -> per image (N, 6) xyxy, score, class, by score."""
+def detections(
+    predictions: torch.Tensor, nc: int, end2end: bool, conf: float = 0.001, rotated: bool = False
+) -> list[torch.Tensor]:
+    """Ultralytics' NMS (IoU 0.7, at most 300 per image) -> per image (N, 6 + E) xyxy, score, class, the task's E
+    extra values (mask coefficients, keypoints), by score; rotated (OBB): (N, 7) xywh, score, class, angle (radians),
+    NMS by ProbIoU."""
     from ultralytics.utils.nms import non_max_suppression
 
-    return non_max_suppression(predictions.float(), conf, 0.7, max_det=300, nc=nc, end2end=end2end)
+    return non_max_suppression(predictions.float(), conf, 0.7, max_det=300, nc=nc, end2end=end2end, rotated=rotated)
+
+
+def _overlap(reference: torch.Tensor, exported: torch.Tensor, rotated: bool) -> torch.Tensor:
+    """(N, M) IoU of two detection sets (``detections`` layout): box IoU, or ProbIoU of the xywhr boxes."""
+    from torchvision.ops import box_iou
+    from ultralytics.utils.metrics import batch_probiou
+
+    if not rotated:
+        return box_iou(reference[:, :4], exported[:, :4])
+    return batch_probiou(
+        torch.cat((reference[:, :4], reference[:, 6:7]), 1), torch.cat((exported[:, :4], exported[:, 6:7]), 1)
+    )
 
 
 def match_detections(
-    reference: list[torch.Tensor], exported: list[torch.Tensor], match_iou: float = MATCH_IOU
+    reference: list[torch.Tensor], exported: list[torch.Tensor], match_iou: float = MATCH_IOU, rotated: bool = False
 ) -> dict[str, Any]:
     """Match each reference detection to the export's same-class detection of highest IoU, image by image.
 
     Args:
-        reference (list[Tensor[N, 6]]): per image, the fp32 PyTorch detections: xyxy pixels, score, class.
-        exported (list[Tensor[M, 6]]): per image, the export's detections, same layout.
+        reference (list[Tensor[N, 6 + E]]): per image, the fp32 PyTorch detections: xyxy pixels, score, class, the
+            task's extra values; rotated: xywh pixels, score, class, angle.
+        exported (list[Tensor[M, 6 + E]]): per image, the export's detections, same layout.
         match_iou (float): IoU from which a same-class export detection is the reference detection's match.
+        rotated (bool): OBB detections, compared by ProbIoU.
 
     Returns:
         (dict): reference_boxes (N summed), exported_boxes, matched, recall (matched / reference_boxes), mean_iou
         and min_iou of the matched pairs, score_mean_abs and score_max_abs (|score difference| of the matched
         pairs); the ratios are None when there is nothing to average.
     """
-    from torchvision.ops import box_iou
-
     matched_iou, score_diff = [], []
     reference_count = exported_count = 0
     for ref, out in zip(reference, exported, strict=True):
@@ -139,7 +165,7 @@ def match_detections(
         if not len(ref) or not len(out):
             continue
         same_class = ref[:, 5:6] == out[:, 5][None]  # (N, M)
-        overlap = box_iou(ref[:, :4], out[:, :4]).masked_fill(~same_class, -1.0)  # other classes never match
+        overlap = _overlap(ref, out, rotated).masked_fill(~same_class, -1.0)  # other classes never match
         best_iou, best = overlap.max(1)
         found = best_iou >= match_iou
         matched_iou.append(best_iou[found])
@@ -219,6 +245,7 @@ def parity(
     conf: float = 0.25,
     margin: float = 0.0,
     tie: float = 1e-3,
+    rotated: bool = False,
 ) -> dict[str, Any]:
     """Deviation of exported predictions from the PyTorch reference on the same images.
 
@@ -232,6 +259,7 @@ def parity(
         conf (float): score threshold of the reference detections compared (the graph's own for nms=True exports).
         margin (float): the export's detections are kept down to ``conf - margin`` (the precision's score tolerance).
         tie (float): class scores closer than this count as tied (anchor-aligned agreement, information only).
+        rotated (bool): OBB predictions (xywh + angle): NMS and matching by ProbIoU; no anchor-aligned agreement.
 
     Returns:
         (dict): ``detections``: the reference detections matched to the export's (``match_detections``), the
@@ -240,10 +268,10 @@ def parity(
     """
     reference, exported = reference.float().cpu(), exported.float().cpu()
     result: dict[str, Any] = {"shape": list(exported.shape), "elementwise": not (reference_end2end or exported_end2end)}
-    reference_boxes = detections(reference, nc, reference_end2end, conf)
-    exported_boxes = detections(exported, nc, exported_end2end, max(conf - margin, 0.0))
+    reference_boxes = detections(reference, nc, reference_end2end, conf, rotated)
+    exported_boxes = detections(exported, nc, exported_end2end, max(conf - margin, 0.0), rotated)
     result["detections"] = {"conf": conf, "export_conf": max(conf - margin, 0.0), "match_iou": MATCH_IOU}
-    result["detections"].update(match_detections(reference_boxes, exported_boxes))
+    result["detections"].update(match_detections(reference_boxes, exported_boxes, rotated=rotated))
     if result["elementwise"]:
         if reference.shape != exported.shape:
             raise ValueError(f"parity: exported output {tuple(exported.shape)} != PyTorch {tuple(reference.shape)}")
@@ -254,8 +282,9 @@ def parity(
         result["max_abs_diff_scores"] = float(diff[:, 4 : 4 + nc].max())
         result["box_rel"] = result["max_abs_diff_boxes_px"] / imgsz
         result["cosine"] = float(torch.nn.functional.cosine_similarity(reference.flatten(), exported.flatten(), dim=0))
-        agreement, compared = anchor_agreement(reference, exported, nc, conf, tie=tie)
-        result.update(top_box_agreement=agreement, agreement_boxes=compared)
+        if not rotated:  # axis-aligned box IoU at the anchor; rotated boxes are matched after NMS only
+            agreement, compared = anchor_agreement(reference, exported, nc, conf, tie=tie)
+            result.update(top_box_agreement=agreement, agreement_boxes=compared)
     return result
 
 

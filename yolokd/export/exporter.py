@@ -4,8 +4,9 @@ The student in ``best.pt`` is a plain Ultralytics model, so the export is Ultral
 What yolokd adds: target profiles, INT8 calibration on the *train* split (Ultralytics calibrates on ``val`` unless
 told), the raw ``.plan`` + ``.trt.json`` sidecar of engines, files for an engine built on the device, the checks
 (graph, detections matched with PyTorch's, mAP delta, no KD residue) and ``<stem>.export.{json,md}`` next to the
-exported file. An INT8 ONNX is a Q/DQ ONNX made by NVIDIA ModelOpt (``yolokd.quant.int8_export``): PTQ here, or
-the learned ranges of a QAT checkpoint; it adds the Q/DQ coverage check and the fake-quant mAP.
+exported file. Segment, pose and OBB students get the same checks, on their detections (OBB: rotated boxes matched
+by ProbIoU) and their box mAP. An INT8 ONNX is a Q/DQ ONNX made by NVIDIA ModelOpt (``yolokd.quant.int8_export``):
+PTQ here, or the learned ranges of a QAT checkpoint; it adds the Q/DQ coverage check and the fake-quant mAP.
 """
 
 from __future__ import annotations
@@ -118,11 +119,6 @@ def export_model(model: str | Path, profile: str | Path | None = None, **overrid
         if problem:
             raise plan.TensorRTUnavailableError(problem)
     student = YOLO(str(model))
-    if student.task != "detect" and options.checks:  # parity and mAP checks match detections only
-        raise ValueError(
-            f"model: {model.name} is a {student.task} model and yolokd's export checks (detection parity, mAP) cover "
-            "detect models only: export it with checks=false (the export itself is Ultralytics')"
-        )
     start = time.perf_counter()
     exporting, quantization = student, None
     if int8_export.makes_qdq_onnx(options, qat):
@@ -255,7 +251,9 @@ def run_checks(
     height, width = images.image_size(options.imgsz)
     nc = len(student.names)
     if onnx_path.is_file():
-        result["graph"] = checks.check_onnx_graph(onnx_path, options.batch, (height, width), options.dynamic, nc)
+        result["graph"] = checks.check_onnx_graph(
+            onnx_path, options.batch, (height, width), options.dynamic, nc, student.task, task_channels(student)
+        )
         problems += result["graph"]["problems"]
     if quantization is not None:
         result["qdq"] = int8_export.coverage_check(onnx_path, quantization)
@@ -287,6 +285,17 @@ def run_checks(
     return result
 
 
+def task_channels(student) -> int:
+    """Channels a task head adds after the class scores of its raw output: mask coefficients (segment), keypoint
+    values (pose), the angle (OBB); 0 for detect."""
+    head = student.model.model[-1]
+    return int(
+        {"segment": getattr(head, "nm", 0), "pose": getattr(head, "nk", 0), "obb": getattr(head, "ne", 0)}.get(
+            student.task, 0
+        )
+    )
+
+
 def _predict(runner: runners.Runner, batch: np.ndarray) -> torch.Tensor:
     """Run uint8 (N, 3, h, w) images through a runner in chunks of its fixed batch (last chunk padded)."""
     size = runner.fixed_batch or len(batch)
@@ -300,7 +309,12 @@ def _predict(runner: runners.Runner, batch: np.ndarray) -> torch.Tensor:
 
 
 def parity_check(student, exported: Path, options: ExportOptions, precision: str) -> dict[str, Any]:
-    """The export vs the fp32 PyTorch student on real images (the val split of data, else Ultralytics' assets)."""
+    """The export vs the fp32 PyTorch student on real images (the val split of data, else Ultralytics' assets).
+
+    Task models are compared on their detections (boxes, scores, classes; OBB's rotated boxes by ProbIoU), which carry
+    the task's values (mask coefficients, keypoints, the angle) through the same NMS; segment prototypes (the second
+    output) are not compared here.
+    """
     height, width = images.image_size(options.imgsz)
     files = images.split_images(options.data, "val") if options.data else images.default_images()
     batch = images.letterbox(images.read_images(images.pick(files, options.parity_images)), (height, width))
@@ -310,7 +324,8 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
         reference_model.end2end = options.nms is False and runner.end2end
     with torch.inference_mode():
         reference = reference_model(torch.from_numpy(batch).float() / 255)
-    reference = reference[0] if isinstance(reference, (list, tuple)) else reference
+    while isinstance(reference, (list, tuple)):  # (predictions, raw) in eval; segment: ((predictions, protos), raw)
+        reference = reference[0]
     reference_end2end = bool(getattr(reference_model, "end2end", False))
     score_tolerance = checks.TOLERANCES[precision].score_abs
     result = checks.parity(
@@ -323,6 +338,7 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
         conf=checks.PARITY_CONF,
         margin=score_tolerance,
         tie=score_tolerance,
+        rotated=student.task == "obb",
     )
     result.update(
         images=[str(f) for f in images.pick(files, options.parity_images)],
@@ -344,7 +360,7 @@ def map_check(student, exported: Path, options: ExportOptions, precision: str, f
         common = dict(data=options.data, split="val", device=device, plots=False, verbose=False, project=folder)
         pytorch = dict(imgsz=[height, width], batch=options.batch, rect=False, **common)
         torch_metrics = student.val(name="pt", **pytorch)
-        export_metrics = YOLO(str(exported), task="detect").val(name="export", **common)
+        export_metrics = YOLO(str(exported), task=student.task).val(name="export", **common)
         fake_metrics = None if fake_quant is None else fake_quant.val(name="fake_quant", **pytorch)
     result = checks.map_comparison(torch_metrics.results_dict, export_metrics.results_dict, precision)
     if fake_metrics is not None:
@@ -366,7 +382,9 @@ def plain_comparison(student, onnx_path: Path, args: dict[str, Any]) -> dict[str
     plain.names = dict(student.names)
     with tempfile.TemporaryDirectory() as folder:
         checkpoint = Path(folder) / "plain.pt"
-        torch.save({"model": plain, "train_args": {}}, checkpoint)
+        # the task travels in train_args: Ultralytics reads a checkpoint's task from them (and names a segment
+        # model's second output from it), and would take a bare checkpoint for a detect model
+        torch.save({"model": plain, "train_args": {"task": student.task}}, checkpoint)
         plain_onnx = Path(YOLO(str(checkpoint)).export(**args))
         plain_signature = checks.graph_signature(plain_onnx)
     signature = checks.graph_signature(onnx_path)
