@@ -56,3 +56,19 @@ def test_single_cls_with_coco_refused(synthetic_data, teacher_checkpoint):
     """single_cls would renumber the predictions' classes, so COCO mode refuses it and says how to proceed."""
     with pytest.raises(ValueError, match="coco=false"):
         validate_model(teacher_checkpoint("yolov8n.yaml"), data=str(synthetic_data), single_cls=True, **VAL_ARGS)
+
+
+def test_coco_metrics_on_a_task_model_refused(synthetic_data, tmp_path):
+    """coco=true on a segment model (the COCO box metrics are detect-only) is one line naming the task and the fix;
+    left unset it is off for task models (they validate with their task's metrics, tested on trained students)."""
+    import torch
+    from ultralytics.nn.tasks import SegmentationModel
+
+    checkpoint = tmp_path / "seg.pt"  # the task in train_args, as a trained checkpoint has it
+    torch.save(
+        {"model": SegmentationModel("yolov8n-seg.yaml", nc=8, verbose=False), "train_args": {"task": "segment"}},
+        checkpoint,
+    )
+    with pytest.raises(ValueError, match=r"^coco: .* is a segment model: validate it with coco=false") as error:
+        validate_model(checkpoint, coco=True, data=str(synthetic_data))
+    assert "\n" not in str(error.value)
