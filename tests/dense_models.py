@@ -1,4 +1,5 @@
-"""A tiny GFL model for unit tests: five stride-2 Convs and a GFL head on three 16-wide levels (strides 8, 16, 32)."""
+"""Tiny dense models for unit tests: five stride-2 Convs and a GFL or FCOS head on three 16-wide levels (strides 8,
+16, 32)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ def tiny_gfl(seed: int = 0, stacked_convs: int = 2) -> DenseDetectionModel:
     """The tiny GFL model with Ultralytics' default train args attached (what its loss reads)."""
     torch.manual_seed(seed)
     cfg = {**TINY_GFL, "head": [[[2, 3, 4], 1, "GFLDetect", ["nc", stacked_convs]]]}
+    model = DenseDetectionModel(cfg, verbose=False)
+    model.args = get_cfg()
+    return model
+
+
+def tiny_fcos(seed: int = 0, stacked_convs: int = 2) -> DenseDetectionModel:
+    """The tiny backbone with an FCOS head (``reg_max: 1``), Ultralytics' default train args attached."""
+    torch.manual_seed(seed)
+    cfg = {**TINY_GFL, "reg_max": 1, "head": [[[2, 3, 4], 1, "FCOSDetect", ["nc", stacked_convs]]]}
     model = DenseDetectionModel(cfg, verbose=False)
     model.args = get_cfg()
     return model

@@ -1,11 +1,12 @@
-"""Head adapter for yolokd's dense heads with towers shared across levels (``GFLDetect``; mmdetection's families).
+"""Head adapter for yolokd's dense heads with towers shared across levels (``GFLDetect``, ``FCOSDetect``).
 
-Such a head has one cls tower and one box tower (``ConvNormAct`` stages: 3x3 conv -> GroupNorm -> ReLU) that every
-level runs through in turn, then a 3x3 predictor per branch and a learnable scale per level on the box output. Its
-raw outputs have the Detect layout (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``), so views are built and
-boxes decoded as for a Detect head (DFL expectation for R > 1); what differs is where the stages are: one shared
+Such a head has one cls tower and one box tower (``ConvNormAct`` stages: 3x3 conv -> GroupNorm -> ReLU) that every level
+runs through in turn, then a 3x3 predictor per branch and a learnable scale per level on the box output. Its raw outputs
+have the Detect layout (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``), so views are built and boxes decoded as
+for a Detect head (DFL expectation for R > 1, ltrb for FCOS's R = 1); what differs is where the stages are: one shared
 module per stage, called once per level (the recorder stores its outputs per level, in call order), and the tail that
-CrossKD runs is the shared tower from a stage on, the predictor and that level's scale.
+CrossKD runs is the shared tower from a stage on, the predictor and that level's scale. FCOS's centerness branch is
+trained by its GT loss only (no method distils it).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 
 from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.models.dense_head import SharedTowerDetect
+from yolokd.models.fcos import FCOSDetect
 from yolokd.models.gfl import GFLDetect
 from yolokd.views import PREACTIVATION, HeadSpec
 
@@ -22,9 +24,9 @@ from yolokd.views import PREACTIVATION, HeadSpec
 class SharedTowerHeadAdapter(DetectHeadAdapter):
     """Reads views out of one model's shared-tower dense head (GFL); one adapter per model instance."""
 
-    head_types = (GFLDetect,)
+    head_types = (GFLDetect, FCOSDetect)
     task = "detect"
-    models = "yolokd GFL (GFLDetect)"
+    models = "yolokd GFL and FCOS"
 
     def read_spec(self) -> HeadSpec:
         """Family, classes, strides, reg_max and widths; every stage and level of a tower has the head's width."""
@@ -54,7 +56,8 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
     def run_tail(
         self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
     ) -> Tensor:
-        """Run the shared tower of ``part`` from ``stage`` on, its predictor and (box) level ``level``'s scale on ``x``.
+        """Run the shared tower of ``part`` from ``stage`` on, then its predictor (box: the head's box output of level
+        ``level``, with its scale) on ``x``.
 
         As :meth:`DetectHeadAdapter.run_tail`: differentiable with respect to ``x``, in this model's parameter dtype
         with autocast off, returned in ``x``'s dtype; ``stage`` 0 = the whole tower on a neck feature,
@@ -76,5 +79,5 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
             if preactivation:
                 out = tower[stage - 1].act(out)
             out = tower[stage:](out)
-            out = self.head.scales[level](self.head.box_pred(out)) if base_part == "box" else self.head.cls_pred(out)
+            out = self.head.box_output(level, out) if base_part == "box" else self.head.cls_pred(out)
         return out.to(x.dtype)

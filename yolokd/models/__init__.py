@@ -1,11 +1,14 @@
 """Dense-detector families as Ultralytics modules: heads, their losses and assigners, and the model class.
 
-``DenseDetectionModel`` builds a model YAML whose last row names a head of ``DENSE_HEADS`` (``GFLDetect``); model
+``DenseDetectionModel`` builds a model YAML whose last row names a head of ``DENSE_HEADS`` (``GFLDetect``,
+``FCOSDetect``); model
 YAMLs ship in ``yolokd/cfg/models`` and are found by name (``gfl-yolov8n.yaml``).
 """
 
 from yolokd.models.atss import ATSSAssigner
 from yolokd.models.dense_head import SharedTowerDetect
+from yolokd.models.fcos import FCOSDetect
+from yolokd.models.fcos_loss import FCOSAssigner, FCOSLoss, FCOSLossWeights, centerness_target
 from yolokd.models.gfl import GFLDetect
 from yolokd.models.gfl_loss import GFLLoss, GFLLossWeights, quality_focal_loss
 from yolokd.models.model import (
@@ -22,10 +25,15 @@ __all__ = [
     "MODELS_DIR",
     "ATSSAssigner",
     "DenseDetectionModel",
+    "FCOSAssigner",
+    "FCOSDetect",
+    "FCOSLoss",
+    "FCOSLossWeights",
     "GFLDetect",
     "GFLLoss",
     "GFLLossWeights",
     "SharedTowerDetect",
+    "centerness_target",
     "dense_head_name",
     "parse_dense_model",
     "quality_focal_loss",

@@ -31,7 +31,8 @@ class SharedTowerDetect(Detect):
     Args:
         nc: C, number of classes.
         stacked_convs: stages in each tower (mmdetection: 4).
-        reg_max: R, bins per box side of the general distribution (R > 1, Ultralytics' DFL convention: bins 0..R-1).
+        reg_max: R, bins per box side of a general distribution (R > 1, Ultralytics' DFL convention: bins 0..R-1), or 1
+            for heads that regress ltrb distances directly (FCOS).
         ch: channels of each input level; all equal (one tower serves every level), e.g. an FPN's outputs.
 
     Attributes:
@@ -51,9 +52,9 @@ class SharedTowerDetect(Detect):
                 f"{type(self).__name__} shares one tower across levels, so every input level needs the same width; got "
                 f"{list(ch)}. Give the neck a 1x1 Conv per level to one width (see yolokd/cfg/models/gfl-yolov8.yaml)"
             )
-        if stacked_convs < 1 or reg_max < 2:
+        if stacked_convs < 1 or reg_max < 1:
             raise ValueError(
-                f"{type(self).__name__} needs stacked_convs >= 1 and reg_max >= 2, got {stacked_convs} and {reg_max}"
+                f"{type(self).__name__} needs stacked_convs >= 1 and reg_max >= 1, got {stacked_convs} and {reg_max}"
             )
         width = ch[0]
         self.nc = nc
@@ -67,7 +68,7 @@ class SharedTowerDetect(Detect):
         self.cls_pred = predictor(width, nc, bias=prior_bias(0.01))
         self.box_pred = predictor(width, 4 * reg_max)
         self.scales = nn.ModuleList(Scale(1.0) for _ in ch)
-        self.dfl = DFL(reg_max)
+        self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
 
     @property
     def one2many(self) -> dict:
@@ -80,13 +81,22 @@ class SharedTowerDetect(Detect):
         Levels run one after the other through the shared towers (P3 first): a hook on a tower stage sees one call
         per level, in level order.
         """
-        batch = x[0].shape[0]
-        boxes, scores = [], []
+        outputs: dict[str, list[Tensor]] = {"boxes": [], "scores": []}
         for level, feat in enumerate(x):
-            scores.append(self.cls_pred(self.cls_tower(feat)).view(batch, self.nc, -1))
-            box = self.scales[level](self.box_pred(self.box_tower(feat)))
-            boxes.append(box.view(batch, 4 * self.reg_max, -1))
-        return {"boxes": torch.cat(boxes, -1), "scores": torch.cat(scores, -1), "feats": x}
+            cls_feat, box_feat = self.cls_tower(feat), self.box_tower(feat)
+            level_outputs = {"scores": self.cls_pred(cls_feat), "boxes": self.box_output(level, box_feat)}
+            level_outputs.update(self.extra_outputs(cls_feat, box_feat))
+            for name, out in level_outputs.items():
+                outputs.setdefault(name, []).append(out.flatten(2))
+        return {**{name: torch.cat(outs, -1) for name, outs in outputs.items()}, "feats": x}
+
+    def box_output(self, level: int, box_feat: Tensor) -> Tensor:
+        """(B, D, H, W) box-tower output of level ``level`` -> (B, 4R, H, W) box output (bin logits or ltrb)."""
+        return self.scales[level](self.box_pred(box_feat))
+
+    def extra_outputs(self, cls_feat: Tensor, box_feat: Tensor) -> dict[str, Tensor]:
+        """Family-specific outputs of one level from the tower outputs, ``{name: (B, K, H, W)}`` (FCOS: centerness)."""
+        return {}
 
     def forward(self, x: list[Tensor]) -> dict | Tensor | tuple[Tensor, dict]:
         """Training: the raw dict. Eval: ``(B, 4 + C, A)`` decoded xywh pixels + sigmoid scores (+ the raw dict)."""

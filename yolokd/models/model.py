@@ -25,9 +25,10 @@ from ultralytics.utils import LOGGER
 from ultralytics.utils.torch_utils import initialize_weights
 
 from yolokd.models.dense_head import SharedTowerDetect
+from yolokd.models.fcos import FCOSDetect
 from yolokd.models.gfl import GFLDetect
 
-DENSE_HEADS: dict[str, type[SharedTowerDetect]] = {"GFLDetect": GFLDetect}
+DENSE_HEADS: dict[str, type[SharedTowerDetect]] = {"GFLDetect": GFLDetect, "FCOSDetect": FCOSDetect}
 MODELS_DIR = Path(__file__).resolve().parents[1] / "cfg" / "models"  # package data: yolokd/cfg/models/*.yaml
 STRIDE_PROBE = 256  # input side of the dry forward that measures strides (Ultralytics uses the same)
 

@@ -2,19 +2,20 @@
 
 import pytest
 import torch
-from dense_models import tiny_gfl
+from dense_models import tiny_fcos, tiny_gfl
 
 from yolokd.heads import SharedTowerHeadAdapter, StageRecorder, adapter_for
 
 PARTS = ("box", "cls", "box_preact", "cls_preact")
 
 
-def test_adapter_for_reads_the_gfl_head():
+@pytest.mark.parametrize(("build", "family", "reg_max"), [(tiny_gfl, "GFL", 16), (tiny_fcos, "FCOS", 1)])
+def test_adapter_for_reads_the_dense_heads(build, family, reg_max):
     """adapter_for picks the shared-tower adapter; its spec has the head's levels, widths, stages and reg_max."""
-    adapter = adapter_for(tiny_gfl())
+    adapter = adapter_for(build())
     spec = adapter.spec
-    assert isinstance(adapter, SharedTowerHeadAdapter) and spec.family.startswith("GFL")
-    assert spec.strides == (8.0, 16.0, 32.0) and spec.reg_max == 16 and spec.num_classes == 3
+    assert isinstance(adapter, SharedTowerHeadAdapter) and spec.family.startswith(family)
+    assert spec.strides == (8.0, 16.0, 32.0) and spec.reg_max == reg_max and spec.num_classes == 3
     assert spec.feat_channels == (16, 16, 16) and spec.stage_channels == {"box": 16, "cls": 16}
     assert spec.num_stages == 2 and spec.branches == ("one2many",) and spec.task == "detect"
 
@@ -30,10 +31,10 @@ def test_view_boxes_are_the_eval_output_in_xyxy():
     assert view.cls_logits.shape == (2, 84, 3) and view.box_output.shape == (2, 84, 64)
 
 
-@pytest.fixture(scope="module")
-def recorded():
-    """A tiny GFL model, its adapter, one forward's raw outputs and every recorded stage output."""
-    model = tiny_gfl().eval()
+@pytest.fixture(scope="module", params=[tiny_gfl, tiny_fcos], ids=["gfl", "fcos"])
+def recorded(request):
+    """A tiny GFL or FCOS model, its adapter, one forward's raw outputs and every recorded stage output."""
+    model = request.param().eval()
     adapter = adapter_for(model)
     recorder = StageRecorder(adapter, ("one2many",), PARTS)
     with torch.no_grad(), adapter.raw_outputs(), recorder.recording():
