@@ -23,7 +23,7 @@ POSITIVE_SPAN = 2.0  # of a positive field (a temperature): default / 2 ... defa
 # spreads its gradient over the layers as the GT loss does; a method on intermediate features (PGD, DFD, G-DetKD, FGD,
 # MGD, CWD, PKD, mimic) puts it near the layer it reads. Measured at initialisation (YOLOv8s -> YOLOv8n, evidence
 # scenes; ``layer_concentration`` in the balance table): the 90th-percentile per-layer ratio, over the whole-student
-# ratio, is about 1-2 for BCKD and CrossKD and 12-31 for PGD, DFD and G-DetKD, so at a whole-student share of 1 the
+# ratio, is 1.1-2.1 for BCKD and CrossKD and 9-28 for every feature method, so at a whole-student share of 1 the
 # layers next to a feature method follow the teacher's features rather than the detection loss, and those methods
 # made the student worse (README Results). A tenth of the share brings those layers back to about the GT's pull.
 # ``yolokd balance`` prints each method's concentration on any pair. Only AdamW runs are measured.
