@@ -23,7 +23,7 @@ from torchvision.ops import sigmoid_focal_loss
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.tal import TaskAlignedAssigner, bbox2dist, make_anchors
 
-from yolokd.models.gfl_loss import weighted_giou_loss
+from yolokd.models.gfl_loss import padded_gt, weighted_giou_loss
 
 REGRESS_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))  # pixels, P3-P5
 
@@ -161,11 +161,7 @@ class FCOSLoss(v8DetectionLoss):
         ranges = torch.tensor(self.weights.regress_ranges, device=self.device, dtype=pred_scores.dtype)
         anchor_ranges = ranges.repeat_interleave(torch.tensor(level_sizes, device=self.device), dim=0)  # (A, 2)
         batch_size = pred_scores.shape[0]
-        imgsz = torch.tensor(feats[0].shape[2:], device=self.device, dtype=pred_scores.dtype) * self.stride[0]
-        targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
-        targets = self.preprocess(targets.to(self.device), batch_size, scale_tensor=imgsz[[1, 0, 1, 0]])
-        gt_labels, gt_bboxes = targets.split((1, 4), 2)
-        mask_gt = gt_bboxes.sum(2, keepdim=True).gt_(0.0)
+        gt_labels, gt_bboxes, mask_gt = padded_gt(self, batch, feats, batch_size, pred_scores.dtype)
         pred_bboxes = self.bbox_decode(anchor_points, pred_distances)  # (B, A, 4) xyxy grid units
 
         _, target_bboxes, target_scores, fg_mask, target_gt_idx = self.assigner(

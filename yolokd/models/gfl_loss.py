@@ -54,6 +54,21 @@ def weighted_giou_loss(pred_boxes: Tensor, target_boxes: Tensor, weight: Tensor)
     return ((1.0 - giou) * weight).sum()
 
 
+def padded_gt(
+    loss: v8DetectionLoss, batch: dict, feats: list[Tensor], batch_size: int, dtype: torch.dtype
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The batch's GT as Ultralytics' assigners take it: (B, M, 1) labels, (B, M, 4) xyxy pixels, (B, M, 1) mask.
+
+    The steps of ``v8DetectionLoss``'s own call (its ``preprocess`` pads per image and scales to pixels), which keeps
+    them inline; GFL's and FCOS's losses share this copy.
+    """
+    imgsz = torch.tensor(feats[0].shape[2:], device=loss.device, dtype=dtype) * loss.stride[0]
+    targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
+    targets = loss.preprocess(targets.to(loss.device), batch_size, scale_tensor=imgsz[[1, 0, 1, 0]])
+    gt_labels, gt_bboxes = targets.split((1, 4), 2)
+    return gt_labels, gt_bboxes, gt_bboxes.sum(2, keepdim=True).gt_(0.0)
+
+
 @dataclass(frozen=True)
 class GFLLossWeights:
     """Term weights and settings of the GFL loss (mmdetection's ``gfl_r50_fpn_1x_coco``)."""
@@ -88,11 +103,7 @@ class GFLLoss(v8DetectionLoss):
         anchor_points, stride_tensor = make_anchors(feats, self.stride, 0.5)  # grid units, (A, 1)
         level_sizes = [f.shape[2] * f.shape[3] for f in feats]
         batch_size = pred_scores.shape[0]
-        imgsz = torch.tensor(feats[0].shape[2:], device=self.device, dtype=pred_scores.dtype) * self.stride[0]
-        targets = torch.cat((batch["batch_idx"].view(-1, 1), batch["cls"].view(-1, 1), batch["bboxes"]), 1)
-        targets = self.preprocess(targets.to(self.device), batch_size, scale_tensor=imgsz[[1, 0, 1, 0]])
-        gt_labels, gt_bboxes = targets.split((1, 4), 2)  # cls, xyxy pixels
-        mask_gt = gt_bboxes.sum(2, keepdim=True).gt_(0.0)
+        gt_labels, gt_bboxes, mask_gt = padded_gt(self, batch, feats, batch_size, pred_scores.dtype)
         pred_bboxes = self.bbox_decode(anchor_points, pred_distri)  # (B, A, 4) xyxy grid units
 
         _, target_bboxes, target_scores, fg_mask, target_gt_idx = self.assigner(
