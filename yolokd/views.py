@@ -7,7 +7,11 @@ types in, losses read them.
 
 Shape alphabet (used everywhere in yolokd): B batch, L levels, A anchors over all levels, C classes,
 R reg_max (DFL bins per side; 1 for direct-regression heads such as YOLO26), M GT boxes per image (padded),
-D channels.
+D channels, k anchors per cell (1 for anchor-free heads, 9 for RetinaNet).
+
+Anchor layout: A runs over levels (P3 first), then over the cells of a level (row-major), then over the k anchors of
+a cell, so a cell's k anchors are contiguous (mmdetection's order; Ultralytics' for k = 1). A cell index is
+``anchor index // k``; per-cell quantities of a view are those of its anchors ``[::k]``.
 """
 
 from __future__ import annotations
@@ -29,11 +33,14 @@ class View:
     Attributes:
         feats: L tensors (B, D_l, H_l, W_l), the neck outputs that feed the head (Detect inputs).
         cls_logits: (B, A, C) class logits (pre-sigmoid), levels concatenated P3 -> P5.
-        box_output: (B, A, 4*R) raw box output: DFL bin logits for R > 1, ltrb distances in grid units for R == 1.
+        box_output: (B, A, 4*R) raw box output: DFL bin logits for R > 1; for R == 1 the head's direct regression,
+            ltrb distances in grid units (YOLO26, FCOS) or (dx, dy, dw, dh) deltas to the anchor box (RetinaNet).
         boxes: (B, A, 4) decoded boxes, xyxy, pixels (OBB heads: the axis-aligned box enclosing ``rboxes``).
-        anchors: (A, 2) anchor centres, grid units of their own level (cell centre = index + 0.5).
+        anchors: (A, 2) anchor centres, grid units of their own level (cell centre = index + 0.5); the k anchors of a
+            cell share its centre.
         strides: (A, 1) stride of each anchor's level, pixels per grid unit.
         reg_max: R.
+        anchors_per_cell: k (see the module docstring for the layout).
         stages: per branch part a list over stages of L tensors (B, D, H_l, W_l), recorded by forward hooks:
             ``"box"``/``"cls"`` hold each stage's output (post-activation), ``"box_preact"``/``"cls_preact"`` its
             pre-activation (BN output). Empty unless a loss asks for them (``DistillLoss.stage_parts``).
@@ -56,6 +63,7 @@ class View:
     anchors: Tensor
     strides: Tensor
     reg_max: int
+    anchors_per_cell: int = 1
     stages: dict[str, list[list[Tensor]]] = field(default_factory=dict)
     mask_coefficients: Tensor | None = None
     prototypes: Tensor | None = None
@@ -71,8 +79,13 @@ class View:
 
     @property
     def level_sizes(self) -> list[int]:
-        """Anchors per level (H_l * W_l), in the order of ``feats``."""
-        return [f.shape[2] * f.shape[3] for f in self.feats]
+        """Anchors per level (H_l * W_l * k), in the order of ``feats``."""
+        return [f.shape[2] * f.shape[3] * self.anchors_per_cell for f in self.feats]
+
+    def cell_points(self) -> Tensor:
+        """(A / k, 2) cell centres, pixels, levels concatenated (one row per cell, in the order of A)."""
+        step = self.anchors_per_cell
+        return self.anchors[::step] * self.strides[::step]
 
     def box_distribution(self) -> Tensor:
         """(B, A, 4, R) DFL bin logits; only defined for R > 1."""
@@ -114,6 +127,27 @@ class Targets:
         return self.fg_mask.sum().clamp(min=1).to(torch.float32)
 
 
+def flatten_anchors(level_output: Tensor, anchors_per_cell: int = 1) -> Tensor:
+    """One level's predictor output (B, k*K, H, W) -> (B, K, H*W*k) in the anchor layout of the module docstring.
+
+    The k*K channels are anchor-major (anchor a's K values are channels ``a*K .. a*K + K - 1``, mmdetection's
+    convention); for k = 1 this is ``flatten(2)``.
+    """
+    if anchors_per_cell == 1:
+        return level_output.flatten(2)
+    batch, channels, height, width = level_output.shape
+    per_anchor = channels // anchors_per_cell
+    out = level_output.view(batch, anchors_per_cell, per_anchor, height, width).permute(0, 2, 3, 4, 1)
+    return out.reshape(batch, per_anchor, height * width * anchors_per_cell)
+
+
+def cell_max(values: Tensor, anchors_per_cell: int) -> Tensor:
+    """(..., A) per-anchor values -> (..., A / k), the largest over each cell's k anchors (identity for k = 1)."""
+    if anchors_per_cell == 1:
+        return values
+    return values.unflatten(-1, (-1, anchors_per_cell)).amax(-1)
+
+
 def enclosing_boxes(rboxes: Tensor) -> Tensor:
     """(..., 5) rotated boxes xywhr -> (..., 4) the axis-aligned boxes enclosing them, xyxy, same units."""
     centre, size, angle = rboxes[..., :2], rboxes[..., 2:4], rboxes[..., 4:5]
@@ -142,6 +176,9 @@ class HeadSpec:
         task: Ultralytics' task of the model (``detect``, ``segment``, ``pose``, ``obb``); teacher and student
             must share it.
         keypoint_shape: pose heads only, else None: (K, 2 or 3), keypoints and values per keypoint (x, y[, v]).
+        anchors_per_cell: k, predictions per cell (1 for anchor-free heads, 9 for RetinaNet).
+        anchor_shapes: anchor-based heads only, else empty: (w, h) of each of a cell's k anchor boxes, in strides
+            (the same at every level), in the order of the layout.
     """
 
     family: str
@@ -154,8 +191,16 @@ class HeadSpec:
     num_stages: int
     task: str = "detect"
     keypoint_shape: tuple[int, int] | None = None
+    anchors_per_cell: int = 1
+    anchor_shapes: tuple[tuple[float, float], ...] = ()
 
     @property
     def num_levels(self) -> int:
         """L."""
         return len(self.strides)
+
+
+def same_anchor_layout(teacher: HeadSpec, student: HeadSpec) -> bool:
+    """True when anchor i of the teacher and of the student is the same prior (same k and anchor boxes), so their
+    predictions can be matched anchor by anchor; otherwise only cell by cell."""
+    return (teacher.anchors_per_cell, teacher.anchor_shapes) == (student.anchors_per_cell, student.anchor_shapes)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from yolokd.heads.base import HeadAdapter, check_head_pair, head_of
-from yolokd.heads.dense import SharedTowerHeadAdapter
+from yolokd.heads.dense import RetinaNetHeadAdapter, SharedTowerHeadAdapter
 from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.heads.obb import OBBHeadAdapter
 from yolokd.heads.pose import PoseHeadAdapter
@@ -22,6 +22,7 @@ ADAPTERS: tuple[type[HeadAdapter], ...] = (
     PoseHeadAdapter,
     OBBHeadAdapter,
     SharedTowerHeadAdapter,
+    RetinaNetHeadAdapter,
 )
 
 # Ultralytics task names as they appear in head class names (YOLOESegment -> segment), most specific first.
@@ -60,6 +61,7 @@ __all__ = [
     "HeadAdapter",
     "OBBHeadAdapter",
     "PoseHeadAdapter",
+    "RetinaNetHeadAdapter",
     "SegmentHeadAdapter",
     "SharedTowerHeadAdapter",
     "StageRecorder",

@@ -1,4 +1,5 @@
-"""Head adapter for yolokd's dense heads with towers shared across levels (``GFLDetect``, ``FCOSDetect``).
+"""Head adapters for yolokd's dense heads with towers shared across levels (``GFLDetect``, ``FCOSDetect``,
+``RetinaNetDetect``).
 
 Such a head has one cls tower and one box tower (``ConvNormAct`` stages: 3x3 conv -> GroupNorm -> ReLU) that every level
 runs through in turn, then a 3x3 predictor per branch and a learnable scale per level on the box output. Its raw outputs
@@ -7,6 +8,11 @@ for a Detect head (DFL expectation for R > 1, ltrb for FCOS's R = 1); what diffe
 module per stage, called once per level (the recorder stores its outputs per level, in call order), and the tail that
 CrossKD runs is the shared tower from a stage on, the predictor and that level's scale. FCOS's centerness branch is
 trained by its GT loss only (no method distils it).
+
+RetinaNet is the same shape with k = 9 anchors per cell (its spec says how many and their boxes; its views hold A =
+Σ H W k anchors, a cell's k in a row) and towers without normalisation (a stage's pre-activation is its conv output,
+recorded at the stage's ``norm``, an identity); only decoding differs: deltas to the anchor boxes
+(:class:`RetinaNetHeadAdapter`).
 """
 
 from __future__ import annotations
@@ -15,14 +21,16 @@ import torch
 from torch import Tensor, nn
 
 from yolokd.heads.detect import DetectHeadAdapter
+from yolokd.models.anchors import anchor_boxes, decode_deltas
 from yolokd.models.dense_head import SharedTowerDetect
 from yolokd.models.fcos import FCOSDetect
 from yolokd.models.gfl import GFLDetect
+from yolokd.models.retinanet import RetinaNetDetect
 from yolokd.views import PREACTIVATION, HeadSpec
 
 
 class SharedTowerHeadAdapter(DetectHeadAdapter):
-    """Reads views out of one model's shared-tower dense head (GFL); one adapter per model instance."""
+    """Reads views out of one model's shared-tower dense head (GFL, FCOS); one adapter per model instance."""
 
     head_types = (GFLDetect, FCOSDetect)
     task = "detect"
@@ -32,8 +40,11 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
         """Family, classes, strides, reg_max and widths; every stage and level of a tower has the head's width."""
         head: SharedTowerDetect = self.head
         width = head.cls_pred.in_channels
+        norm = "GN " if isinstance(head.cls_tower[0].norm, nn.GroupNorm) else ""
+        per_cell = int(head.anchors_per_cell)
+        anchors = f", {per_cell} anchors per cell" if per_cell > 1 else ""
         return HeadSpec(
-            family=f"{head.family} (shared GN towers, {head.stacked_convs} stages)",
+            family=f"{head.family} (shared {norm}towers, {head.stacked_convs} stages{anchors})",
             num_classes=int(head.nc),
             strides=tuple(float(s) for s in head.stride),
             reg_max=int(head.reg_max),
@@ -42,6 +53,8 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
             stage_channels={"box": width, "cls": width},
             num_stages=int(head.stacked_convs),
             task=self.task,
+            anchors_per_cell=per_cell,
+            anchor_shapes=tuple(getattr(head, "anchor_shapes", ())),
         )
 
     def tower(self, part: str) -> nn.Sequential:
@@ -57,7 +70,7 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
         self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
     ) -> Tensor:
         """Run the shared tower of ``part`` from ``stage`` on, then its predictor (box: the head's box output of level
-        ``level``, with its scale) on ``x``.
+        ``level``, with its scale if it has one) on ``x``.
 
         As :meth:`DetectHeadAdapter.run_tail`: differentiable with respect to ``x``, in this model's parameter dtype
         with autocast off, returned in ``x``'s dtype; ``stage`` 0 = the whole tower on a neck feature,
@@ -65,7 +78,8 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
         ``stage - 1`` and its ReLU is applied first.
 
         Returns:
-            (B, 4R, H_l, W_l) box bin logits (scaled as the head scales them) or (B, C, H_l, W_l) class logits.
+            (B, k*4R, H_l, W_l) box output (scaled as the head scales it) or (B, k*C, H_l, W_l) class logits, the
+            predictor's channels (``yolokd.views.flatten_anchors`` puts them in the views' anchor layout).
         """
         stages = self.spec.num_stages
         if not 0 <= stage <= stages:
@@ -81,3 +95,19 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
             out = tower[stage:](out)
             out = self.head.box_output(level, out) if base_part == "box" else self.head.cls_pred(out)
         return out.to(x.dtype)
+
+
+class RetinaNetHeadAdapter(SharedTowerHeadAdapter):
+    """Reads views out of one model's RetinaNet head: the shared-tower adapter with delta decoding."""
+
+    head_types = (RetinaNetDetect,)
+    models = "yolokd RetinaNet"
+
+    def decode(self, box_output: Tensor, anchors: Tensor) -> Tensor:
+        """(B, A, 4) deltas + (A, 2) anchor centres (each cell's k in a row) -> (B, A, 4) xyxy boxes in grid units.
+
+        The anchor boxes are the centres with each cell's k anchor shapes (in strides, so the same in grid units at
+        every level); a delta box in grid units times its stride is the head's own decoded box in pixels.
+        """
+        shapes = self.head.anchor_wh.to(anchors)
+        return decode_deltas(box_output, anchor_boxes(anchors, shapes))

@@ -131,9 +131,13 @@ class DetectHeadAdapter(HeadAdapter):
         return {"one2many": raw["one2many"], "one2one": raw["one2one"]} if "one2one" in raw else {"one2many": raw}
 
     def build_view(self, raw: RawOutputs, stages: dict[str, list[list[Tensor]]] | None = None) -> View:
-        """Turn one branch's raw outputs (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``) into a View."""
+        """Turn one branch's raw outputs (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``) into a View (k anchors
+        per cell as ``spec.anchors_per_cell`` says; 1 for every Detect head)."""
         feats = raw["feats"]
         anchors, strides = make_anchors(feats, self.head.stride, 0.5)  # (A, 2) grid units, (A, 1)
+        per_cell = self.spec.anchors_per_cell
+        if per_cell > 1:  # anchor-based heads: each cell's k anchors share its centre (the views' layout)
+            anchors, strides = anchors.repeat_interleave(per_cell, 0), strides.repeat_interleave(per_cell, 0)
         box_output = raw["boxes"].permute(0, 2, 1)  # (B, A, 4R)
         return View(
             feats=list(feats),
@@ -143,6 +147,7 @@ class DetectHeadAdapter(HeadAdapter):
             anchors=anchors,
             strides=strides,
             reg_max=self.spec.reg_max,
+            anchors_per_cell=per_cell,
             stages=stages or {},
         )
 

@@ -14,6 +14,12 @@ Ultralytics scales its own loss. The reference code's "skip a level that has no 
 artefact of its per-level loop and is not reproduced. The paper's eq. 9 says IoU; its code uses GIoU, which
 we follow. Teacher and student may have different ``reg_max`` (e.g. YOLO26 -> YOLOv8): each decodes its own.
 
+Anchors per cell: with the same anchor layout on both sides (YOLO -> YOLO, RetinaNet -> RetinaNet) the terms run
+anchor by anchor, as the paper's ``b_i = Decoder(A_i, o_i)``; when the layouts differ (YOLOv8s -> RetinaNet, RetinaNet
+-> YOLOv8n) they run cell by cell on each model's most confident anchor of the cell (``yolokd.losses.common``): the
+student's other anchors of that cell get no KD gradient, so the GT loss alone keeps them negative where their anchor
+box does not fit the object. N_pos stays the student's positive anchors.
+
 OBB (rotated boxes): GIoU has no rotated form; ``bckd_loc`` is ``1 - ProbIoU(b_s, b_t)`` on the decoded xywhr
 boxes (Ultralytics' ``probiou``, the IoU its OBB loss and assigner use; Llerena et al., arXiv:2106.06072), which
 compares the boxes as 2-D Gaussians and so includes the angle (modulo pi; a square's angle is free, as it is for
@@ -34,7 +40,8 @@ from ultralytics.utils.loss import RotatedBboxLoss
 from ultralytics.utils.metrics import probiou
 
 from yolokd.losses.base import DistillLoss, LossParams
-from yolokd.views import Targets, View
+from yolokd.losses.common import match_predictions
+from yolokd.views import HeadSpec, Targets, View, same_anchor_layout
 
 
 def bckd_cls_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
@@ -121,10 +128,15 @@ class BCKDLoss(DistillLoss):
     Params = BCKDParams
     term_suffixes = ("cls", "loc")
 
+    def __init__(self, params: BCKDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
+        super().__init__(params, teacher_head, student_head)
+        self.per_anchor = same_anchor_layout(teacher_head, student_head)  # else cell by cell (module docstring)
+
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
+        matched = match_predictions(student, teacher, self.per_anchor)
         num_classes = student.cls_logits.shape[-1]
-        student_logits = student.cls_logits.float().reshape(-1, num_classes)
-        teacher_logits = teacher.cls_logits.float().reshape(-1, num_classes)
+        student_logits = matched.student_logits.float().reshape(-1, num_classes)
+        teacher_logits = matched.teacher_logits.float().reshape(-1, num_classes)
         num_pos = targets.num_positives
         cls_term = bckd_cls_loss(student_logits, teacher_logits) / num_pos
         if student.rboxes is not None:  # OBB: ProbIoU on rotated boxes (module docstring)
@@ -138,8 +150,8 @@ class BCKDLoss(DistillLoss):
             )
         else:
             loc_sum = bckd_loc_loss(
-                student.boxes.float().reshape(-1, 4),
-                teacher.boxes.float().reshape(-1, 4),
+                matched.student_boxes.float().reshape(-1, 4),
+                matched.teacher_boxes.float().reshape(-1, 4),
                 student_logits,
                 teacher_logits,
             )

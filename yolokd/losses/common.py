@@ -1,4 +1,12 @@
-"""Pieces several methods share: channel aligners (student width -> teacher width) and attention maps.
+"""Pieces several methods share: channel aligners (student width -> teacher width), attention maps, and the matching
+of two heads' predictions when their anchors differ.
+
+Prediction matching: methods that compare the two models' predictions anchor by anchor (BCKD, G-DetKD's prediction
+KD) do so when both heads have the same anchor layout (same anchors per cell and the same anchor boxes:
+``same_anchor_layout``). When they differ (a YOLO teacher, one prediction per cell, and a RetinaNet student, nine),
+anchor i of one is not anchor i of the other, so the two are compared cell by cell: each model's prediction at a cell
+is its most confident anchor there, class logits the largest over the cell's anchors per class, the box that of the
+anchor with the highest top score (what NMS would keep of that cell). For a k = 1 head this is its own prediction.
 
 Attention maps (Yang et al., FGD, CVPR 2022, https://arxiv.org/abs/2111.11837; the same forms are used by PGD and
 DFD): a spatial map ``A^S = H W softmax_hw(mean_c |F| / T)`` (mean 1 over the cells of each image) and channel maps
@@ -8,9 +16,11 @@ every method computes them the same way; callers decide whether to detach.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from torch import Tensor, nn
 
-from yolokd.views import HeadSpec
+from yolokd.views import HeadSpec, View
 
 
 class ChannelAligner(nn.Module):
@@ -96,3 +106,42 @@ def pooled_channel_attention(feat: Tensor, temperature: float = 1.0) -> Tensor:
 
 
 __all__ = ["ChannelAligner", "channel_attention", "pooled_channel_attention", "spatial_attention", "stage_aligners"]
+
+
+def cell_predictions(view: View) -> tuple[Tensor, Tensor]:
+    """Each cell's prediction: (B, A / k, C) class logits, the largest over the cell's k anchors per class, and
+    (B, A / k, 4) the box (xyxy pixels) of its anchor with the highest top logit. The view itself for k = 1."""
+    per_cell = view.anchors_per_cell
+    if per_cell == 1:
+        return view.cls_logits, view.boxes
+    batch, anchors, num_classes = view.cls_logits.shape
+    logits = view.cls_logits.view(batch, anchors // per_cell, per_cell, num_classes)
+    best = logits.detach().amax(-1).argmax(-1)  # (B, cells): the cell's most confident anchor
+    boxes = view.boxes.view(batch, anchors // per_cell, per_cell, 4)
+    return logits.amax(2), boxes.gather(2, best[..., None, None].expand(-1, -1, 1, 4)).squeeze(2)
+
+
+@dataclass
+class MatchedPredictions:
+    """Student and teacher predictions row by row: anchors (same layout) or cells (different layouts).
+
+    Attributes:
+        student_logits: (B, N, C) student class logits.
+        teacher_logits: (B, N, C) teacher class logits.
+        student_boxes: (B, N, 4) student boxes, xyxy, pixels.
+        teacher_boxes: (B, N, 4) teacher boxes, xyxy, pixels.
+    """
+
+    student_logits: Tensor
+    teacher_logits: Tensor
+    student_boxes: Tensor
+    teacher_boxes: Tensor
+
+
+def match_predictions(student: View, teacher: View, per_anchor: bool) -> MatchedPredictions:
+    """Pair the two views' predictions anchor by anchor (``per_anchor``, same anchor layout) or cell by cell."""
+    if per_anchor:
+        return MatchedPredictions(student.cls_logits, teacher.cls_logits, student.boxes, teacher.boxes)
+    student_logits, student_boxes = cell_predictions(student)
+    teacher_logits, teacher_boxes = cell_predictions(teacher)
+    return MatchedPredictions(student_logits, teacher_logits, student_boxes, teacher_boxes)

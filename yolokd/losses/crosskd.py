@@ -29,6 +29,12 @@ YOLO adaptation:
   while on one2many it reaches the head stages before the cut, the neck and the backbone.
 - Precision. Under CUDA AMP the teacher is stored in fp16: the cross pass runs in the teacher's dtype with
   autocast off and returns fp32 (the teacher adapter's ``run_tail``); the KD maths stays fp32.
+- Anchors per cell. The cross-head predictions come out of the teacher's predictors, so they have the teacher's
+  anchor layout whatever the student's: a RetinaNet teacher's k = 9 anchors per cell are compared with its own nine
+  (the per-level outputs flattened as the views flatten them), and a student of another k (YOLOv8n under a
+  RetinaNet teacher, RetinaNet under a YOLO teacher) needs no matching: only its features cross. RetinaNet teachers
+  (deltas, reg_max = 1) get the GIoU term, the paper's choice for anchor-box regression, on boxes the teacher's
+  adapter decodes from the cross-head and the teacher's deltas. N_pos is the student's.
 - Segment and OBB heads. The cross pass runs the box and cls towers, which these heads share with Detect; the mask
   and angle towers are not crossed (mask KD and angle KD are ``maskkd``/``anglekd``). On OBB the box KD compares
   ltrb distances, which live in the frame of the teacher's angle at that anchor (the cross-head box and the
@@ -49,7 +55,7 @@ from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
 from yolokd.losses.common import ChannelAligner, stage_aligners
 from yolokd.losses.ld import dfl_kl
-from yolokd.views import PREACTIVATION, HeadSpec, Targets, View
+from yolokd.views import PREACTIVATION, HeadSpec, Targets, View, flatten_anchors
 
 if TYPE_CHECKING:
     from yolokd.heads.base import HeadAdapter
@@ -194,7 +200,8 @@ class CrossKDLoss(DistillLoss):
                 self.teacher_adapter.run_tail(branch, part, level, stage, x, preactivation=preactivation)
                 for level, x in enumerate(aligned[part])
             ]
-            outputs[part] = torch.cat([out.flatten(2) for out in per_level], dim=2).transpose(1, 2)
+            per_cell = self.teacher_adapter.spec.anchors_per_cell  # the predictor's k*C / k*4R channels -> A
+            outputs[part] = torch.cat([flatten_anchors(out, per_cell) for out in per_level], dim=2).transpose(1, 2)
         return outputs
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:

@@ -31,7 +31,9 @@ YOLO adaptation:
 - τ = exp of a trained parameter (always positive), initialised to √embed_channels (scaled dot product).
 - CKD representations: the stage-1 output of each model's cls tower (the input of the predictor: the paper's "last
   layer of the student's classification branch"), at the RoI's level, averaged over the RoI (RoIAlign, 4x4 points).
-  YOLO is anchor-free (one prediction per cell), so the paper's per-anchor decoupling does not arise. The shared
+  YOLO is anchor-free (one prediction per cell), so the paper's per-anchor decoupling does not arise; for an
+  anchor-based student (RetinaNet, 9 anchors per cell) it is not done either: the paper does not say how a location's
+  feature is split into its anchors, and the cls tower's feature, what is pooled here, is one per cell. The shared
   projection needs one input width: a student-only linear aligner precedes it when the cls widths differ.
 - Queue: raw teacher representations (the teacher is frozen, so they never go stale) projected with the current f
   at every step (without gradient: queued negatives are constants, as MoCo's queued keys), a validity flag and a
@@ -41,7 +43,9 @@ YOLO adaptation:
   image under another augmentation), whose box coordinates are not comparable, so they are never excluded and
   their boxes are not stored. Only training steps enqueue.
 - Prediction KD (off by default, as in the paper's heterogeneous setting, its Table 1): the BCKD cls formula on every
-  anchor, / N_pos (``pred_weight``).
+  anchor, / N_pos (``pred_weight``); cell by cell when the two heads' anchor layouts differ (a RetinaNet with 9
+  anchors per cell and a YOLO with one: ``yolokd.losses.common``).
+- Anchor-based students (RetinaNet): RoIs come from all their anchors' boxes and top scores.
 - Class-aware regression KD (eq. 3) does not apply: it weights per-class box outputs ``reg^c`` by the teacher's
   class scores, and YOLO's box branch is class-agnostic (one 4·R distribution per anchor for every class), so
   ``Σ_c p_c (reg_t - reg_s)`` collapses to ``(Σ_c p_c)(reg_t - reg_s)``: score-weighted class-agnostic box KD, which
@@ -71,8 +75,9 @@ from ultralytics.utils import LOGGER, colorstr
 
 from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
+from yolokd.losses.common import match_predictions
 from yolokd.losses.gdetkd_rois import RepresentationQueue, RoiBatch, ckd_negative_mask, pool_rois, sample_rois
-from yolokd.views import HeadSpec, Targets, View
+from yolokd.views import HeadSpec, Targets, View, same_anchor_layout
 
 if TYPE_CHECKING:
     from yolokd.heads.base import HeadAdapter
@@ -254,6 +259,7 @@ class GDetKDLoss(DistillLoss):
         if params.ckd_weight == 0:
             self.stage_parts = ()  # no stage hooks needed
         self.strides = teacher_head.strides
+        self.per_anchor = same_anchor_layout(teacher_head, student_head)  # else prediction KD cell by cell
         student_widths, teacher_widths = student_head.feat_channels, teacher_head.feat_channels
         # adapt[t][s]: student level s -> teacher level t's width; embed[t]: keys at teacher level t's width
         self.adapt = nn.ModuleList(nn.ModuleList(nn.Conv2d(s, t, 1) for s in student_widths) for t in teacher_widths)
@@ -314,8 +320,10 @@ class GDetKDLoss(DistillLoss):
         values = [params.sgfi_weight * sgfi, params.ckd_weight * ckd]
         if params.pred_weight > 0:
             num_classes = student.cls_logits.shape[-1]
+            matched = match_predictions(student, teacher, self.per_anchor)
             pred = bckd_cls_loss(
-                student.cls_logits.float().reshape(-1, num_classes), teacher.cls_logits.float().reshape(-1, num_classes)
+                matched.student_logits.float().reshape(-1, num_classes),
+                matched.teacher_logits.float().reshape(-1, num_classes),
             )
             values.append(params.pred_weight * pred / targets.num_positives)
         return dict(zip(self.term_names, values, strict=True))

@@ -24,8 +24,8 @@ DFL term is ``B · 1.5 · Σ_pos w_u · DFL_a / S_u`` (hyp ``dfl`` = 1.5, ``w_u`
 ``∇KL' / ∇DFL``: the reference's ``S_r`` whenever the score weights summed per image match (exactly so for B = 2
 and ``w_a ∝ w_u``). ``weight`` keeps the paper's 0.25 and its meaning (LD relative to a 0.25 DFL). Positives are the
 student's TAL assignment (``Targets.fg_mask``). LD needs DFL heads (reg_max > 1) with the same R on both sides:
-YOLO26 (reg_max = 1, direct ltrb) is refused when the run is built; use ``bckd`` (IoU-based localisation KD) or
-``crosskd`` (GIoU for reg_max = 1 teachers) instead.
+YOLO26 and FCOS (reg_max = 1, direct ltrb) and RetinaNet (reg_max = 1, anchor deltas) are refused when the run is
+built; use ``bckd`` (IoU-based localisation KD) or ``crosskd`` (GIoU for reg_max = 1 teachers) instead.
 
 OBB (rotated boxes): an OBB head's distributions are the ltrb distances in the frame of the anchor's own angle, so
 LD distils them as for detect (the teacher's angle fixes that frame); the angle itself is ``anglekd``'s term.
@@ -96,7 +96,7 @@ class LDLoss(DistillLoss):
             if head.reg_max <= 1:
                 raise ValueError(
                     f"loss 'ld' distils DFL box distributions, but the {role} ({head.family}) has reg_max="
-                    f"{head.reg_max} (direct ltrb regression, no distribution). Use 'bckd' (IoU-based localisation "
+                    f"{head.reg_max} (direct box regression, no distribution). Use 'bckd' (IoU-based localisation "
                     "KD) or 'crosskd' (GIoU for reg_max=1 teachers) instead"
                 )
         if teacher_head.reg_max != student_head.reg_max:

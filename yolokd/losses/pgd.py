@@ -32,6 +32,10 @@ YOLO adaptation:
 - OBB (rotated boxes): the quality's IoU is ProbIoU (Ultralytics' ``probiou``, as its rotated assigner uses) between
   the teacher's decoded xywhr boxes and the rotated GT, so the angle counts, and the inside-GT test (candidates and
   the background) is done in each GT's rotated frame.
+- Anchors per cell (RetinaNet, k = 9): the features PGD imitates have one vector per cell, so its masks are per
+  cell: a cell's quality for a GT is the best of its k anchors' qualities, and the top-K and the Gaussian run over
+  cells (the paper's K is "high-scoring pixels"; its detectors have one anchor per location). Teacher and student
+  may have different k: the masks come from the teacher's predictions and weight cells of both models' features.
 - Terms: ``pgd_cls_fg`` (α), ``pgd_cls_bg`` (β), ``pgd_box`` (γ), ``pgd_att`` (δ, cls and box attention together).
 - Scale: the defaults are the paper's. Measured on the synthetic set (demo-trained YOLOv8s teacher at 128 px,
   YOLOv8n from scratch, first epoch), pgd_cls_fg / cls_bg / box / att were 19 / 24 / 0.26 / 0.30 against GT loss
@@ -51,7 +55,7 @@ from ultralytics.utils.metrics import bbox_iou, probiou
 from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import channel_attention, spatial_attention, stage_aligners
 from yolokd.losses.masks import gaussian_fit_weights, normalize_per_image, points_in_boxes
-from yolokd.views import HeadSpec, Targets, View
+from yolokd.views import HeadSpec, Targets, View, cell_max
 
 PARTS = ("box", "cls")
 
@@ -102,6 +106,8 @@ def prediction_quality(
 def topk_gaussian_weights(quality: Tensor, candidates: Tensor, anchor_points: Tensor, k: int) -> Tensor:
     """PGW eqs. 2-3: per GT, the top-k candidate anchors by quality, weighted by a Gaussian fitted to their centres.
 
+    "Anchors" are whatever ``quality`` runs over: anchor points, or cells for heads with several anchors per cell.
+
     Args:
         quality: (B, M, A) teacher quality of each anchor for each GT.
         candidates: (B, M, A) bool, anchors that may be selected (centre inside the GT; False for padding GTs).
@@ -130,27 +136,34 @@ def prediction_guided_weights(
     gt_mask: Tensor,
     k: int = 30,
     xi: float | tuple[float, ...] = 0.8,
+    anchors_per_cell: int = 1,
 ) -> Tensor:
-    """The PGW foreground mask of a batch, before normalisation (paper eqs. 1-3).
+    """The PGW foreground mask of a batch per cell, before normalisation (paper eqs. 1-3).
 
     Args:
         teacher_scores: (B, A, C) teacher class probabilities (detached here).
         teacher_boxes: (B, A, 4) teacher boxes, xyxy, pixels (detached here); or (B, A, 5) xywhr (OBB).
-        anchor_points: (A, 2) anchor centres (x, y), pixels, levels concatenated as in the View.
+        anchor_points: (A, 2) anchor centres (x, y), pixels, levels concatenated as in the View (a cell's k anchors
+            in a row, sharing its centre).
         gt_boxes: (B, M, 4) GT boxes, xyxy, pixels (padded); or (B, M, 5) xywhr (OBB: ProbIoU, rotated inside test).
         gt_labels: (B, M) long GT classes.
         gt_mask: (B, M) bool, True for real GT rows.
         k: K, anchors per GT (30 in the paper).
         xi: ξ (0.8 for the cls mask, 0.6 for the box mask in the paper), or a tuple of X values of ξ: one mask
             each, sharing the teacher's class scores, IoUs and the inside-GT test (how PGD builds both masks).
+        anchors_per_cell: k; a cell's quality is the largest of its k anchors' (identity for k = 1).
 
     Returns:
-        (B, A) weights in [0, 1], 0 outside every GT's top-K set; (X, B, A) for a tuple of ξ.
+        (B, A / k) weights per cell in [0, 1], 0 outside every GT's top-K set; (X, B, A / k) for a tuple of ξ.
     """
     class_scores, ious = _gt_scores_and_ious(teacher_scores, teacher_boxes, gt_boxes, gt_labels)
-    candidates = points_in_boxes(anchor_points, gt_boxes, gt_mask)
+    cell_points = anchor_points[::anchors_per_cell]
+    candidates = points_in_boxes(cell_points, gt_boxes, gt_mask)
     xis = xi if isinstance(xi, tuple) else (xi,)
-    masks = [topk_gaussian_weights(_combine(class_scores, ious, x), candidates, anchor_points, k) for x in xis]
+    masks = [
+        topk_gaussian_weights(cell_max(_combine(class_scores, ious, x), anchors_per_cell), candidates, cell_points, k)
+        for x in xis
+    ]
     return torch.stack(masks) if isinstance(xi, tuple) else masks[0]
 
 
@@ -257,7 +270,7 @@ class PGDParams(LossParams):
 
 
 def _split_levels(values: Tensor, shapes: list[tuple[int, int]]) -> list[Tensor]:
-    """(B, A) -> L tensors (B, H_l, W_l), levels in View order."""
+    """(B, cells) -> L tensors (B, H_l, W_l), levels in View order."""
     chunks = values.split([h * w for h, w in shapes], dim=1)
     return [chunk.reshape(values.shape[0], h, w) for chunk, (h, w) in zip(chunks, shapes, strict=True)]
 
@@ -285,7 +298,7 @@ class PGDLoss(DistillLoss):
 
     @torch.no_grad()
     def weight_masks(self, teacher: View, targets: Targets) -> dict[str, Tensor]:
-        """PGW cls and box weights and the background indicator, each (B, A), from the teacher's predictions."""
+        """PGW cls and box weights and the background indicator, each (B, cells), from the teacher's predictions."""
         anchor_points = teacher.anchors * teacher.strides
         rotated = teacher.rboxes is not None and targets.gt_rboxes is not None  # OBB: rotated boxes and GT
         gt_boxes = targets.gt_rboxes if rotated else targets.gt_boxes
@@ -298,8 +311,9 @@ class PGDLoss(DistillLoss):
             targets.gt_mask,
             k=self.params.topk,
             xi=(self.params.cls_xi, self.params.box_xi),
+            anchors_per_cell=teacher.anchors_per_cell,
         )
-        outside_every_gt = ~points_in_boxes(anchor_points, gt_boxes, targets.gt_mask).any(dim=1)
+        outside_every_gt = ~points_in_boxes(teacher.cell_points(), gt_boxes, targets.gt_mask).any(dim=1)
         return {"cls": cls_weights, "box": box_weights, "background": outside_every_gt.float()}
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:

@@ -10,7 +10,8 @@ Ultralytics' dict layout (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``)
 
 Towers: ``cls_tower`` and ``box_tower`` (``ConvNormAct`` stages, shared by every level, run level by level: GroupNorm
 statistics stay per level as in mmdetection), then ``cls_pred``/``box_pred`` 3x3 predictors and a learnable
-``Scale`` per level on the box output.
+``Scale`` per level on the box output. Anchor-based heads (RetinaNet) predict k anchors per cell: the predictors give
+k*C and k*4R channels, flattened into A in the layout of ``yolokd.views`` (a cell's k anchors contiguous).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ultralytics.nn.modules.block import DFL
 from ultralytics.nn.modules.head import Detect
 
 from yolokd.models.blocks import Scale, predictor, prior_bias, tower
+from yolokd.views import flatten_anchors
 
 
 class SharedTowerDetect(Detect):
@@ -34,6 +36,9 @@ class SharedTowerDetect(Detect):
         reg_max: R, bins per box side of a general distribution (R > 1, Ultralytics' DFL convention: bins 0..R-1), or 1
             for heads that regress ltrb distances directly (FCOS).
         ch: channels of each input level; all equal (one tower serves every level), e.g. an FPN's outputs.
+        anchors_per_cell: k, predictions per cell (anchor-based heads; 1 for anchor-free ones).
+        tower_norm: GroupNorm in the tower stages (mmdetection's GFL/FCOS) or none (its RetinaNet).
+        level_scales: a learnable ``Scale`` per level on the box output (GFL/FCOS) or none (RetinaNet).
 
     Attributes:
         family: human-readable name, for messages and HeadSpec.
@@ -45,7 +50,17 @@ class SharedTowerDetect(Detect):
     cv2: ClassVar[tuple] = ()
     cv3: ClassVar[None] = None
 
-    def __init__(self, nc: int = 80, stacked_convs: int = 4, reg_max: int = 16, ch: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        nc: int = 80,
+        stacked_convs: int = 4,
+        reg_max: int = 16,
+        ch: tuple[int, ...] = (),
+        *,
+        anchors_per_cell: int = 1,
+        tower_norm: bool = True,
+        level_scales: bool = True,
+    ) -> None:
         nn.Module.__init__(self)  # not Detect.__init__: it builds YOLO's per-level towers
         if not ch or len(set(ch)) != 1:
             raise ValueError(
@@ -62,12 +77,13 @@ class SharedTowerDetect(Detect):
         self.reg_max = reg_max
         self.no = nc + 4 * reg_max
         self.stacked_convs = stacked_convs
+        self.anchors_per_cell = anchors_per_cell
         self.stride = torch.zeros(self.nl)  # measured by the model builder
-        self.cls_tower = tower(width, stacked_convs)
-        self.box_tower = tower(width, stacked_convs)
-        self.cls_pred = predictor(width, nc, bias=prior_bias(0.01))
-        self.box_pred = predictor(width, 4 * reg_max)
-        self.scales = nn.ModuleList(Scale(1.0) for _ in ch)
+        self.cls_tower = tower(width, stacked_convs, tower_norm)
+        self.box_tower = tower(width, stacked_convs, tower_norm)
+        self.cls_pred = predictor(width, anchors_per_cell * nc, bias=prior_bias(0.01))
+        self.box_pred = predictor(width, anchors_per_cell * 4 * reg_max)
+        self.scales = nn.ModuleList(Scale(1.0) for _ in ch) if level_scales else nn.ModuleList()
         self.dfl = DFL(reg_max) if reg_max > 1 else nn.Identity()
 
     @property
@@ -76,7 +92,7 @@ class SharedTowerDetect(Detect):
         return {}
 
     def forward_head(self, x: list[Tensor], box_head: nn.Module | None = None, cls_head: nn.Module | None = None):
-        """L tensors (B, D, H_l, W_l) -> ``{"boxes": (B, 4R, A), "scores": (B, C, A), "feats": x}``.
+        """L tensors (B, D, H_l, W_l) -> ``{"boxes": (B, 4R, A), "scores": (B, C, A), "feats": x}``, A = Σ_l H_l W_l k.
 
         Levels run one after the other through the shared towers (P3 first): a hook on a tower stage sees one call
         per level, in level order.
@@ -87,15 +103,16 @@ class SharedTowerDetect(Detect):
             level_outputs = {"scores": self.cls_pred(cls_feat), "boxes": self.box_output(level, box_feat)}
             level_outputs.update(self.extra_outputs(cls_feat, box_feat))
             for name, out in level_outputs.items():
-                outputs.setdefault(name, []).append(out.flatten(2))
+                outputs.setdefault(name, []).append(flatten_anchors(out, self.anchors_per_cell))
         return {**{name: torch.cat(outs, -1) for name, outs in outputs.items()}, "feats": x}
 
     def box_output(self, level: int, box_feat: Tensor) -> Tensor:
-        """(B, D, H, W) box-tower output of level ``level`` -> (B, 4R, H, W) box output (bin logits or ltrb)."""
-        return self.scales[level](self.box_pred(box_feat))
+        """(B, D, H, W) box-tower output of level ``level`` -> (B, k*4R, H, W) box output (bins, ltrb or deltas)."""
+        out = self.box_pred(box_feat)
+        return self.scales[level](out) if len(self.scales) else out
 
     def extra_outputs(self, cls_feat: Tensor, box_feat: Tensor) -> dict[str, Tensor]:
-        """Family-specific outputs of one level from the tower outputs, ``{name: (B, K, H, W)}`` (FCOS: centerness)."""
+        """Family outputs of one level from the tower outputs, ``{name: (B, k*K, H, W)}`` (FCOS: centerness)."""
         return {}
 
     def forward(self, x: list[Tensor]) -> dict | Tensor | tuple[Tensor, dict]:

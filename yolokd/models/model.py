@@ -27,8 +27,13 @@ from ultralytics.utils.torch_utils import initialize_weights
 from yolokd.models.dense_head import SharedTowerDetect
 from yolokd.models.fcos import FCOSDetect
 from yolokd.models.gfl import GFLDetect
+from yolokd.models.retinanet import RetinaNetDetect
 
-DENSE_HEADS: dict[str, type[SharedTowerDetect]] = {"GFLDetect": GFLDetect, "FCOSDetect": FCOSDetect}
+DENSE_HEADS: dict[str, type[SharedTowerDetect]] = {
+    "GFLDetect": GFLDetect,
+    "FCOSDetect": FCOSDetect,
+    "RetinaNetDetect": RetinaNetDetect,
+}
 MODELS_DIR = Path(__file__).resolve().parents[1] / "cfg" / "models"  # package data: yolokd/cfg/models/*.yaml
 STRIDE_PROBE = 256  # input side of the dry forward that measures strides (Ultralytics uses the same)
 
@@ -82,7 +87,7 @@ def parse_dense_model(d: dict[str, Any], ch: int) -> tuple[nn.Sequential, list[i
 
 
 class DenseDetectionModel(DetectionModel):
-    """A detection model with a dense head of yolokd (GFL ...): Ultralytics' model, the head's own loss.
+    """A detection model with a dense head of yolokd (GFL, FCOS, RetinaNet): Ultralytics' model, the head's own loss.
 
     Args:
         cfg: model YAML (path, shipped name such as ``gfl-yolov8n.yaml``, or dict).
