@@ -1,5 +1,5 @@
-"""Tiny dense models for unit tests: five stride-2 Convs and a GFL or FCOS head on three 16-wide levels (strides 8,
-16, 32)."""
+"""Tiny dense models for unit tests: five stride-2 Convs and a GFL, FCOS or RetinaNet head on three 16-wide levels
+(strides 8, 16, 32)."""
 
 from __future__ import annotations
 
@@ -34,6 +34,15 @@ def tiny_fcos(seed: int = 0, stacked_convs: int = 2) -> DenseDetectionModel:
     """The tiny backbone with an FCOS head (``reg_max: 1``), Ultralytics' default train args attached."""
     torch.manual_seed(seed)
     cfg = {**TINY_GFL, "reg_max": 1, "head": [[[2, 3, 4], 1, "FCOSDetect", ["nc", stacked_convs]]]}
+    model = DenseDetectionModel(cfg, verbose=False)
+    model.args = get_cfg()
+    return model
+
+
+def tiny_retinanet(seed: int = 0, stacked_convs: int = 2) -> DenseDetectionModel:
+    """The tiny backbone with a RetinaNet head (``reg_max: 1``, 9 anchors per cell), Ultralytics' default train args."""
+    torch.manual_seed(seed)
+    cfg = {**TINY_GFL, "reg_max": 1, "head": [[[2, 3, 4], 1, "RetinaNetDetect", ["nc", stacked_convs]]]}
     model = DenseDetectionModel(cfg, verbose=False)
     model.args = get_cfg()
     return model
