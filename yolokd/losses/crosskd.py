@@ -61,8 +61,8 @@ if TYPE_CHECKING:
     from yolokd.heads.base import HeadAdapter
 
 PARTS = ("box", "cls")
-# Detect-family towers have 2 stages (Conv -> Conv -> predictor), the shared GN towers of GFL 4; check_pair checks the
-# actual heads of a pair.
+# Detect-family towers have 2 stages (Conv -> Conv -> predictor), the shared towers of GFL, FCOS and RetinaNet 4;
+# check_pair checks the actual heads of a pair.
 VALID_STAGES = (0, 1, 2, 3, 4)
 
 
@@ -103,9 +103,9 @@ class CrossKDParams(LossParams):
     Attributes:
         stage: where the student's towers are cut: 0 = neck features into the teacher's whole towers, 1 = stage-0
             pre-activation into the teacher's SiLU, stage 1 and predictor (the paper's best i=3), 2 = stage-1 output
-            into the teacher's predictors. Shared-tower heads (GFL, 4 stages): s in 1..3 = the pre-activation
-            (GroupNorm output) of stage s-1 into the teacher's ReLU and stages s..3 (3 is the paper's i=3), 4 = the
-            last stage's output into the predictors.
+            into the teacher's predictors. Shared-tower heads (GFL, FCOS, RetinaNet: 4 stages): s in 1..3 = the
+            pre-activation (GroupNorm output; RetinaNet's conv output) of stage s-1 into the teacher's ReLU and stages
+            s..3 (3 is the paper's i=3), 4 = the last stage's output into the predictors.
         cls_weight: weight of the cross-head classification KD (binary KD, / N_pos).
         loc_weight: weight of the cross-head box KD (DFL KL / Σ w, or GIoU / N_pos for reg_max=1 teachers).
         temperature: T of the DFL KL (the KL is multiplied by T²).

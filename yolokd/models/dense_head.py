@@ -34,7 +34,7 @@ class SharedTowerDetect(Detect):
         nc: C, number of classes.
         stacked_convs: stages in each tower (mmdetection: 4).
         reg_max: R, bins per box side of a general distribution (R > 1, Ultralytics' DFL convention: bins 0..R-1), or 1
-            for heads that regress ltrb distances directly (FCOS).
+            for heads that regress ltrb distances (FCOS) or anchor deltas (RetinaNet) directly.
         ch: channels of each input level; all equal (one tower serves every level), e.g. an FPN's outputs.
         anchors_per_cell: k, predictions per cell (anchor-based heads; 1 for anchor-free ones).
         tower_norm: GroupNorm in the tower stages (mmdetection's GFL/FCOS) or none (its RetinaNet).
