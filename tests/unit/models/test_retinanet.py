@@ -182,3 +182,12 @@ def test_shipped_yaml_builds(name, width):
     assert type(head) is RetinaNetDetect and head.stride.tolist() == [8.0, 16.0, 32.0]
     assert head.cls_pred.in_channels == width and head.cls_pred.out_channels == 45 and head.stacked_convs == 4
     assert resolve_model_yaml(name) == MODELS_DIR / name and dense_head_name(name) == "RetinaNetDetect"
+
+
+def test_anchor_settings_come_from_the_yaml_row():
+    """[nc, stacked_convs, octave_base_scale, scales_per_octave, ratios] = [nc, 2, 3, 2, [1.0]]: 2 square anchors of
+    3 and 3 sqrt(2) strides per cell, and predictors sized for them."""
+    cfg = {**TINY_GFL, "reg_max": 1, "head": [[[2, 3, 4], 1, "RetinaNetDetect", ["nc", 2, 3, 2, [1.0]]]]}
+    head = DenseDetectionModel(cfg, verbose=False).model[-1]
+    assert head.anchors_per_cell == 2 and head.box_pred.out_channels == 8 and head.cls_pred.out_channels == 6
+    assert torch.allclose(torch.tensor(head.anchor_shapes), torch.tensor([[3.0, 3.0], [3 * 2**0.5, 3 * 2**0.5]]))
