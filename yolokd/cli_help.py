@@ -144,7 +144,8 @@ COMMAND_HELP = {
     f"(box, cls, dfl), and each method's scale under balance.weight_mode. No training step is taken. Prints the\n"
     f"table and writes kd_balance.json / kd_balance.md to the run folder: the table every KD run prints at start.\n\n"
     f"{CONFIG_HELP}",
-    "tune": f"Usage: yolokd tune CFG.yaml [iterations=10] [space=SPACE] [name=tune] [use_ray=false] [key=value ...]\n\n"
+    "tune": f"Usage: yolokd tune CFG.yaml [iterations=10] [space=SPACE] [methods=A,B,..] [name=tune] [use_ray=false]\n"
+    f"       [key=value ...]\n\n"
     f"Search the KD settings of CFG.yaml: one distillation run per iteration, fitness = the student's val mAP50-95.\n"
     f"Ultralytics' Tuner mutates the values (its genetic search; records in tune_results.ndjson, plots\n"
     f"tune_scatter_plots.png / tune_fitness.png); use_ray=true runs Ray Tune instead (Ultralytics' run_ray_tune:\n"
@@ -152,6 +153,9 @@ COMMAND_HELP = {
     f"Default space, from each method's Params: grad_share (auto balance) or the term weights (paper), the weights\n"
     f"of methods with several terms, temperatures, and fields with tune_bounds metadata. SPACE replaces it:\n"
     f"'{{distill.0.grad_share: [0.25, 4], distill.0.loc_weight: [1, 8], lr0: [0.001, 0.02]}}' or a YAML file of one.\n"
+    f"methods=bckd,crosskd,pgd also searches which methods to use: one entry per candidate (the cfg's own entry\n"
+    f"where it has one), each with a gate distill.<i>.enabled in [0, 1], on at >= 0.5 (the cfg's methods start on,\n"
+    f"the others off); the tuned YAML keeps the methods the best trial used.\n"
     f"Writes <cfg>_tuned.yaml (the experiment with the best values; yolokd check accepts it) to the tune folder\n"
     f"under the experiment's project. Running it again with the same name= continues its records.\n\n"
     f"{CONFIG_HELP}",

@@ -43,6 +43,34 @@ def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkp
     assert main(["check", str(tune_dir / "bckd_tiny_tuned.yaml")]) == 0
 
 
+def test_method_search_trains_and_keeps_the_gated_methods(synthetic_data, teacher_checkpoint, tmp_path, capsys):
+    """methods=: the first trial is the cfg's method alone; the best YAML keeps the methods its gates turned on."""
+    cfg = tmp_path / "bckd_tiny.yaml"
+    experiment = {
+        **tiny_train_args(synthetic_data, tmp_path / "runs", "run", model="yolov8n.yaml"),
+        "teacher": str(teacher_checkpoint("yolov8s.yaml")),
+        "distill": [{"loss": "bckd"}],
+        "balance": {"batches": 1},
+    }
+    cfg.write_text(yaml.safe_dump(experiment))
+    assert main(["tune", str(cfg), "iterations=2", "methods=bckd,mimic"]) == 0
+    tune_dir = tmp_path / "runs" / "tune"
+    records = [json.loads(line) for line in (tune_dir / "tune_results.ndjson").read_text().splitlines()]
+    first = records[0]["hyperparameters"]
+    assert first["distill.0.enabled"] == 0.6 and first["distill.1.enabled"] == 0.4  # bckd on, mimic off
+    first_balance = (tune_dir / "trial1" / "kd_balance.md").read_text()  # what the first trial distilled with
+    assert "bckd" in first_balance and "mimic" not in first_balance
+    best_index = max(range(2), key=lambda i: (records[i]["fitness"], -i))
+    gates = [records[best_index]["hyperparameters"][f"distill.{i}.enabled"] for i in range(2)]
+    expected = [name for name, gate in zip(["bckd", "mimic"], gates, strict=True) if gate >= 0.5] or [
+        ["bckd", "mimic"][max(range(2), key=lambda i: gates[i])]
+    ]
+    best = load_experiment(tune_dir / "bckd_tiny_tuned.yaml")
+    assert [entry.name for entry in best.distill] == expected
+    capsys.readouterr()
+    assert main(["check", str(tune_dir / "bckd_tiny_tuned.yaml")]) == 0
+
+
 def test_ray_trial_trainer_takes_kd_values_from_the_trial_config(synthetic_data, teacher_checkpoint, tmp_path):
     """What Ray Tune runs per trial (run_ray_tune's model.train(**config)) distils with the trial's KD values."""
     from yolokd.engine.tune_ray import distillation_model

@@ -7,6 +7,10 @@ overall strength is its ``grad_share`` and only the ratio of its term weights ma
 term searches ``grad_share`` alone; in ``paper`` mode ``grad_share`` is ignored and the weights are searched. Keys are
 the dotted paths of ``yolokd train`` overrides (``distill.0.grad_share``); ``space=`` replaces the default space
 with ``{key: [low, high]}`` (a mapping or a YAML file), where a key may also be a numeric Ultralytics train argument.
+``methods=bckd,crosskd,pgd`` also searches which methods to use: the experiment gets one entry per candidate (the
+cfg's own entry where it has one) and each a gate ``distill.<i>.enabled`` in [0, 1]; a trial trains the methods
+whose gate is >= 0.5 (the highest gate's alone if none is), and the best YAML keeps only those. Gates start at 0.6
+for the cfg's methods and 0.4 for the others, so the first trial is the cfg and mutation switches methods on and off.
 
 Search: Ultralytics' genetic mutation (``ultralytics.engine.tuner.Tuner._mutate``: its parents, mutation scale and
 records, ``tune_results.ndjson``), one yolokd distillation run per iteration; or with ``use_ray=True`` Ray Tune
@@ -32,8 +36,43 @@ from ultralytics.utils.plotting import plot_tune_results
 from yolokd.config import ConfigError, Experiment, _did_you_mean, apply_overrides, load_experiment, resolve_config
 from yolokd.engine.trainer import _trainer_class, student_task
 
-TUNE_KEYS = ("space", "iterations", "name", "use_ray", "grace_period", "gpu_per_trial", "search_alg")  # not train args
+TUNE_KEYS = ("space", "iterations", "name", "methods", "use_ray", "grace_period", "gpu_per_trial", "search_alg")
 SIGNIFICANT_DIGITS = 5  # mutated values are rounded to 5 significant digits (Ultralytics: 5 decimals)
+GATE = "enabled"  # distill.<i>.enabled: whether a trial uses method i (searched with methods=)
+GATE_ON, GATE_START_ON, GATE_START_OFF = 0.5, 0.6, 0.4
+
+
+def _gate_index(key: str) -> int | None:
+    """i for ``distill.<i>.enabled``, else None."""
+    parts = key.split(".")
+    is_gate = len(parts) == 3 and parts[0] == "distill" and parts[1].isdigit() and parts[2] == GATE
+    return int(parts[1]) if is_gate else None
+
+
+def with_candidates(experiment: Experiment, methods: Any) -> tuple[Experiment, dict[str, float]]:
+    """The experiment with one entry per candidate method, and each candidate's starting gate value.
+
+    The cfg's entry of a method lends its parameters; the cfg's methods start on, the others off (all on is no
+    search: the first candidate starts on when the cfg has none of them).
+    """
+    from yolokd.losses import LOSSES
+
+    names = [str(m).strip() for m in (methods if isinstance(methods, list | tuple) else str(methods).split(","))]
+    names = [n for n in names if n]
+    for name in names:
+        if name not in LOSSES:
+            raise ConfigError(f"methods: unknown method {name!r}{_did_you_mean(name, list(LOSSES))}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise ConfigError(f"methods: give two or more distinct methods to choose from, got {names}")
+    configured = {entry["loss"]: entry for entry in experiment.to_dict()["distill"]}
+    config = {**experiment.to_dict(), "distill": [configured.get(name, {"loss": name}) for name in names]}
+    candidates = load_experiment(config)
+    candidates.source = experiment.source
+    on = [name in configured for name in names] if any(name in configured for name in names) else [True]
+    gates = {
+        f"distill.{i}.{GATE}": GATE_START_ON if i < len(on) and on[i] else GATE_START_OFF for i in range(len(names))
+    }
+    return candidates, gates
 
 
 def default_space(experiment: Experiment) -> dict[str, tuple[float, float]]:
@@ -99,6 +138,10 @@ def _check_value(experiment: Experiment, key: str, value: float) -> None:
     entry = experiment.distill[int(parts[1])]
     fields = {f.name: f for f in dataclasses.fields(entry.params)}
     name = parts[2]
+    if name == GATE:
+        if not 0 <= value <= 1:
+            raise ConfigError(f"space.{key}: a method gate's bounds lie in [0, 1] (on at >= {GATE_ON}), got {value}")
+        return
     if name not in fields:
         raise ConfigError(
             f"space.{key}: unknown key for loss '{entry.name}'{_did_you_mean(name, fields)}. "
@@ -127,8 +170,16 @@ def read_space(source: str | dict | None) -> dict[str, Any] | None:
 
 
 def experiment_with(experiment: Experiment, values: dict[str, float]) -> Experiment:
-    """The experiment with each dotted key set (KD parameters and train arguments), validated again."""
-    return load_experiment(apply_overrides(experiment.to_dict(), values))
+    """The experiment with each dotted key set (KD parameters and train arguments), validated again.
+
+    With gates (``distill.<i>.enabled``) only the methods whose gate is on stay, re-indexed in order.
+    """
+    gates = {_gate_index(k): float(v) for k, v in values.items() if _gate_index(k) is not None}
+    config = apply_overrides(experiment.to_dict(), {k: v for k, v in values.items() if _gate_index(k) is None})
+    if gates:
+        kept = [i for i in sorted(gates) if gates[i] >= GATE_ON] or [max(gates, key=lambda i: gates[i])]
+        config["distill"] = [entry for i, entry in enumerate(config["distill"]) if i in kept or i not in gates]
+    return load_experiment(config)
 
 
 class DistillationTuner(Tuner):
@@ -140,8 +191,15 @@ class DistillationTuner(Tuner):
         name: tune folder name, under the experiment's ``project``.
     """
 
-    def __init__(self, experiment: Experiment, space: dict[str, tuple[float, float]], name: str = "tune") -> None:
+    def __init__(
+        self,
+        experiment: Experiment,
+        space: dict[str, tuple[float, float]],
+        name: str = "tune",
+        start: dict[str, float] | None = None,
+    ) -> None:
         self.experiment = experiment
+        self.start = dict(start or {})  # first-trial values of keys the experiment has no value for (gates)
         self.int_keys = {k for k in space if isinstance(self._current(k), int) or k in CFG_INT_KEYS}
         args = {**experiment.train_args, "name": name, "space": dict(space), "mode": "train"}
         super().__init__(args=args, model=str(experiment.train_args.get("model", "")))
@@ -150,7 +208,9 @@ class DistillationTuner(Tuner):
         self.task = student_task(experiment.train_args.get("model", DEFAULT_CFG_DICT["model"] or "yolov8n.yaml"))
 
     def _current(self, key: str) -> float:
-        """The experiment's value of a search key."""
+        """The experiment's value of a search key (gates: their start value, on by default)."""
+        if _gate_index(key) is not None:
+            return self.start.get(key, GATE_START_ON)
         node: Any = self.experiment.to_dict()
         for part in key.split("."):
             node = node[int(part)] if isinstance(node, list) else node.get(part, DEFAULT_CFG_DICT.get(part))
@@ -228,15 +288,20 @@ def tune_experiment(
     space: str | dict | None = None,
     iterations: int = 10,
     name: str = "tune",
+    methods: Any = None,
     use_ray: bool = False,
     **ray_args: Any,
 ) -> Path:
     """``yolokd tune``: validate the experiment and the search space, search, return the best experiment YAML's path."""
     experiment = load_experiment(resolve_config(source), overrides or {})
+    gates: dict[str, float] = {}
+    if methods is not None:
+        experiment, gates = with_candidates(experiment, methods)
     if not experiment.distill:
-        raise ConfigError("distill: the experiment has no methods to tune; add at least one under 'distill:'")
+        raise ConfigError("distill: the experiment has no methods to tune; add one under 'distill:' or give methods=")
     user_space = read_space(space)
     checked = check_space(experiment, user_space) if user_space is not None else default_space(experiment)
+    checked.update({key: (0.0, 1.0) for key in gates if key not in checked})
     if not isinstance(iterations, int) or iterations < 1:
         raise ConfigError(f"iterations: expected an integer >= 1, got {iterations!r}")
     if use_ray:
@@ -245,4 +310,4 @@ def tune_experiment(
         return tune_with_ray(experiment, checked, iterations=iterations, name=name, **ray_args)
     if ray_args:
         raise ConfigError(f"{', '.join(ray_args)}: Ray Tune options; add use_ray=true or remove them")
-    return DistillationTuner(experiment, checked, name=name)(iterations=iterations)
+    return DistillationTuner(experiment, checked, name=name, start=gates)(iterations=iterations)

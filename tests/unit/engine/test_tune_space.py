@@ -6,7 +6,7 @@ import pytest
 
 from yolokd.cli import main
 from yolokd.config import ConfigError, load_experiment
-from yolokd.engine.tune import check_space, default_space, experiment_with
+from yolokd.engine.tune import check_space, default_space, experiment_with, with_candidates
 
 BASE = {"model": "yolov8n.yaml", "teacher": "teacher.pt"}
 
@@ -73,3 +73,48 @@ def test_cli_bad_space_one_line(tmp_path, capsys):
     assert main(["tune", str(cfg), "space={distill.0.grad_share: [-1, 2]}"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("yolokd: error: space.distill.0.grad_share: bound -1")
+
+
+def test_method_candidates_start_from_the_cfg():
+    """methods=: one entry per candidate, the cfg's entry lends its parameters, its methods start on, others off."""
+    experiment = _experiment([{"loss": "bckd", "loc_weight": 2.0}])
+    candidates, gates = with_candidates(experiment, "bckd,crosskd,pgd")
+    assert [entry.name for entry in candidates.distill] == ["bckd", "crosskd", "pgd"]
+    assert candidates.distill[0].params.loc_weight == 2.0
+    assert gates == {"distill.0.enabled": 0.6, "distill.1.enabled": 0.4, "distill.2.enabled": 0.4}
+    _, none_configured = with_candidates(_experiment([{"loss": "mgd"}]), ["crosskd", "pgd"])
+    assert none_configured == {"distill.0.enabled": 0.6, "distill.1.enabled": 0.4}  # the first one starts on
+
+
+def test_gates_keep_the_methods_that_are_on():
+    """A trial trains the methods whose gate is >= 0.5, re-indexed; with every gate off, the highest one alone."""
+    candidates, _ = with_candidates(_experiment([{"loss": "bckd"}]), "bckd,crosskd,pgd")
+    trial = experiment_with(
+        candidates,
+        {"distill.0.enabled": 0.3, "distill.1.enabled": 0.7, "distill.2.enabled": 0.5, "distill.1.grad_share": 2.0},
+    )
+    assert [entry.name for entry in trial.distill] == ["crosskd", "pgd"]
+    assert trial.distill[0].params.grad_share == 2.0
+    off = experiment_with(candidates, {"distill.0.enabled": 0.1, "distill.1.enabled": 0.45, "distill.2.enabled": 0.2})
+    assert [entry.name for entry in off.distill] == ["crosskd"]
+
+
+@pytest.mark.parametrize(
+    ("methods", "message"),
+    [
+        ("bckd,crosskdd", "methods: unknown method 'crosskdd' (did you mean 'crosskd'?)"),
+        ("bckd", "methods: give two or more distinct methods"),
+        ("bckd,bckd", "methods: give two or more distinct methods"),
+    ],
+)
+def test_bad_methods_are_a_clear_error(methods, message):
+    with pytest.raises(ConfigError) as error:
+        with_candidates(_experiment([{"loss": "bckd"}]), methods)
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_gate_bounds_lie_in_zero_one():
+    candidates, _ = with_candidates(_experiment([{"loss": "bckd"}]), "bckd,crosskd")
+    assert check_space(candidates, {"distill.1.enabled": [0, 1]}) == {"distill.1.enabled": (0.0, 1.0)}
+    with pytest.raises(ConfigError, match=r"space.distill.1.enabled: a method gate's bounds lie in \[0, 1\]"):
+        check_space(candidates, {"distill.1.enabled": [0, 1.5]})
