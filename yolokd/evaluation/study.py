@@ -26,7 +26,7 @@ from typing import Any
 
 from yolokd.config import load_experiment
 from yolokd.data import make_synthetic_dataset
-from yolokd.demo import CPU_SCHEDULE, SHIPPED_STUDENT, SHIPPED_TEACHER
+from yolokd.demo import CPU_SCHEDULE, EVIDENCE_STUDENT, EVIDENCE_TEACHER
 from yolokd.evaluation.validate import validate_model
 from yolokd.losses import LOSSES
 
@@ -40,8 +40,9 @@ DEMO_SCHEDULE: dict[str, Any] = {**CPU_SCHEDULE, "verbose": False}  # the demo's
 # (benchmarks/pretrain_assets.py: 20 epochs on an upstream set, the eight-class "evidence" scenes): the shipped
 # YOLOv8s teacher was then fine-tuned 24 epochs on the benchmark's data, the shipped YOLOv8n student is the upstream
 # checkpoint and each run fine-tunes it for 12 epochs on the synthetic set's four-class "distinct" scenes at 160 px.
-# Students trained from scratch in that schedule differed by 0.05 mAP50-95 from seed to seed (the previous build's
-# benchmark, benchmarks/evidence/scratch_students/), too much for any KD gain to be told from luck. The full table
+# Students trained from scratch in that schedule differ by 0.05 mAP50-95 from seed to seed, too much for a KD gain
+# to be told from luck (that benchmark: student=yolov8n.yaml teacher=yolokd/assets/synthetic_yolov8s_scratch.pt,
+# benchmarks/evidence/scratch_students/); pretrained, by 0.003. The full table
 # (baseline, the five seed methods, LD and Ultralytics' native KD; 3 seeds) runs in about two hours on the 2-core
 # CPU, resumable from its cache. Every value can still be overridden (teacher= with teacher_model= trains one).
 PRESETS: dict[str, dict[str, Any]] = {
@@ -53,8 +54,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         imgsz=160,
         epochs=12,
         batch=16,
-        student=str(SHIPPED_STUDENT),
-        teacher=str(SHIPPED_TEACHER),
+        student=str(EVIDENCE_STUDENT),
+        teacher=str(EVIDENCE_TEACHER),
         teacher_model="yolov8s.yaml",
         teacher_epochs=24,
         style="distinct",
