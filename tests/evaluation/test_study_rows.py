@@ -29,3 +29,19 @@ def test_unknown_method_suggests():
 def test_parse_list_forms():
     """Comma strings, lists and single numbers all become lists."""
     assert parse_list("0,1, 2", int) == [0, 1, 2] and parse_list(3, int) == [3] and parse_list(["a", "b"]) == ["a", "b"]
+
+
+def test_file_stamp_follows_content_not_mtime(tmp_path):
+    """The cache key of a teacher or data file survives a checkout that rewrites its mtime, not an edit."""
+    import os
+
+    from yolokd.evaluation.study import _file_stamp
+
+    path = tmp_path / "teacher.pt"
+    path.write_bytes(b"weights-a")
+    stamp = _file_stamp(str(path))
+    os.utime(path, ns=(1, 1))
+    assert _file_stamp(str(path)) == stamp
+    path.write_bytes(b"weights-b")  # same size, other content
+    assert _file_stamp(str(path)) != stamp
+    assert _file_stamp(str(tmp_path / "missing.pt")) is None

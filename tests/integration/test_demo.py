@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from yolokd.data.synthetic import STYLES
-from yolokd.demo import SHIPPED_TEACHER, run_demo
+from yolokd.demo import EVIDENCE_STUDENT, EVIDENCE_TEACHER, SHIPPED_TEACHER, run_demo
+from yolokd.evaluation.study import PRESETS
 
 pytestmark = pytest.mark.integration
 
@@ -42,6 +43,22 @@ def test_shipped_teacher_is_a_trained_synthetic_set_detector():
     assert [model.names[i] for i in sorted(model.names)] == list(STYLES["distinct"].classes)  # the demo's scenes
     assert checkpoint["train_metrics"]["metrics/mAP50-95(B)"] > 0.3
     assert sum(p.numel() for p in model.parameters()) > 10e6  # YOLOv8s, 11 M parameters
+
+
+def test_evidence_pair_is_pretrained():
+    """The evidence study's student: a YOLOv8n pretrained on the eight-class upstream scenes, not the benchmark's;
+    its teacher: a YOLOv8s fine-tuned from the same upstream set on the benchmark's four classes."""
+    checkpoint = torch.load(EVIDENCE_STUDENT, weights_only=False)
+    model = checkpoint["model"]
+    assert [model.names[i] for i in sorted(model.names)] == list(STYLES["evidence"].classes)  # the upstream classes
+    assert checkpoint["train_metrics"]["metrics/mAP50-95(B)"] > 0.3
+    assert 2.5e6 < sum(p.numel() for p in model.parameters()) < 4e6  # YOLOv8n
+    assert checkpoint.get("optimizer") is None  # shipped stripped
+    teacher = torch.load(EVIDENCE_TEACHER, weights_only=False)
+    assert [teacher["model"].names[i] for i in sorted(teacher["model"].names)] == list(STYLES["distinct"].classes)
+    assert teacher["train_metrics"]["metrics/mAP50-95(B)"] > 0.7
+    assert PRESETS["evidence"]["student"] == str(EVIDENCE_STUDENT)
+    assert PRESETS["evidence"]["teacher"] == str(EVIDENCE_TEACHER)
 
 
 def test_demo_with_the_shipped_teacher(tmp_path):
