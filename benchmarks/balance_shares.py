@@ -8,7 +8,7 @@ Run it once with the student at initialisation (``--student yolov8n.yaml``) and 
 (``--student runs/.../best.pt``) to see how the pull moves during training.
 
     python benchmarks/balance_shares.py --data runs/yolokd_evidence/data/data.yaml \
-        --teacher yolokd/assets/synthetic_yolov8s.pt --student yolov8n.yaml --out balance_init.json
+        --teacher yolokd/assets/synthetic_yolov8s_scratch.pt --student yolov8n.yaml --out balance_init.json
 """
 
 from __future__ import annotations

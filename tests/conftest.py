@@ -67,8 +67,9 @@ def synthetic_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def distinct_data(tmp_path_factory) -> Path:
-    """data.yaml of a 16-train / 8-val set of the "distinct" scenes at 96 px: the shipped teacher
-    (``yolokd/assets/synthetic_yolov8s.pt``) detects them (mAP50-95 ~0.3), so INT8 tests compare real detections."""
+    """data.yaml of a 16-train / 8-val set of the "distinct" scenes at 96 px: the demo's teacher
+    (``yolokd/assets/synthetic_yolov8s_scratch.pt``) detects them (mAP50-95 ~0.3), so INT8 tests compare real
+    detections."""
     from yolokd.data import make_synthetic_dataset
 
     root = tmp_path_factory.mktemp("distinct")

@@ -38,10 +38,11 @@ def wheel(tmp_path_factory) -> Path:
 
 
 def test_wheel_contains_every_shipped_config(wheel):
-    """Every yolokd/cfg/*.yaml is in the wheel (pyproject's package-data), and the shipped teacher too."""
+    """Every yolokd/cfg/*.yaml is in the wheel (pyproject's package-data), and the shipped models too."""
     names = set(zipfile.ZipFile(wheel).namelist())
     assert {f"yolokd/cfg/{name}" for name in shipped_configs()} <= names
-    assert "yolokd/assets/synthetic_yolov8s.pt" in names
+    assets = ("synthetic_yolov8s.pt", "synthetic_yolov8s_scratch.pt", "synthetic_yolov8n_upstream.pt")
+    assert {f"yolokd/assets/{name}" for name in assets} <= names
 
 
 @pytest.mark.parametrize("written", ["cfg/bckd_yolov8n.yaml", "bckd_yolov8n.yaml"])
