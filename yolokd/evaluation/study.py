@@ -43,7 +43,7 @@ DEMO_SCHEDULE: dict[str, Any] = {**CPU_SCHEDULE, "verbose": False}  # the demo's
 # Students trained from scratch in that schedule differ by 0.05 mAP50-95 from seed to seed, too much for a KD gain
 # to be told from luck (that benchmark: student=yolov8n.yaml teacher=yolokd/assets/synthetic_yolov8s_scratch.pt,
 # benchmarks/evidence/scratch_students/); pretrained, by 0.003. The full table
-# (baseline, the five seed methods, LD and Ultralytics' native KD; 3 seeds) runs in about two hours on the 2-core
+# (baseline, the five seed methods, LD and Ultralytics' native KD; 3 seeds) runs in about 90 minutes on the 2-core
 # CPU, resumable from its cache. Every value can still be overridden (teacher= with teacher_model= trains one).
 PRESETS: dict[str, dict[str, Any]] = {
     "evidence": dict(
