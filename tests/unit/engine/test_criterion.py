@@ -161,6 +161,21 @@ def test_obb_targets_are_the_rotated_assignment():
     )
 
 
+@pytest.mark.parametrize(("model_yaml", "loss_type"), ALL_STUDENTS, ids=ALL_IDS)
+def test_target_boxes_stay_in_pixels_after_the_loss(model_yaml, loss_type):
+    """Every task's target boxes are the matched GT boxes in pixels once the loss has run: v8PoseLoss, PoseLoss26 and
+    v8OBBLoss divide their assigner's targets by the stride in place after the assignment (the pose ones made keypoint
+    KD's OKS area stride² too small, so its term sat at its weight)."""
+    model, batch = make_student(model_yaml), batch_for(model_yaml)
+    base = model.init_criterion()
+    _, _, targets = student_loss_and_targets(base, model(batch["img"]), batch)
+    for got in targets.values():
+        fg = got.fg_mask
+        matched = got.gt_boxes.gather(1, got.gt_index[..., None].expand(-1, -1, 4))
+        assert fg.any()
+        torch.testing.assert_close(got.target_boxes[fg], matched[fg])
+
+
 @pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)
 def test_criterion_total_is_the_gt_loss_plus_batch_size_times_kd_terms(model_yaml, loss_type):
     """``criterion(preds, batch)`` = sum of Ultralytics' loss vector + B x (sum of KD terms); items gain the terms."""
