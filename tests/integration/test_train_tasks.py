@@ -235,8 +235,8 @@ def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calib
 
 def test_yolokd_val_and_checked_export_work_on_task_models(task_run, capsys):
     """'yolokd val' validates a task model with its task's metrics (no COCO box metrics, which are detect-only), and
-    'yolokd export' with data runs its checks (graph with the task's outputs, parity of the detections, box mAP delta,
-    plain-graph comparison), all passing."""
+    'yolokd export' with data runs its checks (graph with the task's outputs, parity of the detections and for segment
+    models of the prototypes and masks, box and task mAP deltas, plain-graph comparison), all passing."""
     name, data, run_dir = task_run
     spec = RUNS[name]
     best = run_dir / "weights" / "best.pt"
@@ -254,6 +254,13 @@ def test_yolokd_val_and_checked_export_work_on_task_models(task_run, capsys):
         ["output0", "output1"] if spec["task"] == "segment" else ["output0"]
     )
     assert parity["detections"]["match_iou"] == 0.5 and "delta" in report["checks"]["map"]
+    task_map = spec["metric"].replace("metrics/mAP50-95", "metrics/mAP50")  # the task's own mAP is compared too
+    assert spec["metric"] in report["checks"]["map"]["delta"] and task_map in report["checks"]["map"]["delta"]
+    if spec["task"] == "segment":  # both outputs: the prototypes elementwise, the masks of matched detections
+        assert parity["prototypes"]["shape"][1:] == [32, 16, 16] and parity["prototypes"]["relative_max_diff"] < 1e-3
+        assert "masks" in parity and any("output1" in item for item in parity["compared"])
+    else:
+        assert "prototypes" not in parity
     assert report["checks"]["plain"]["same_graph"]
 
 
