@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -264,13 +265,19 @@ def test_yolokd_val_and_checked_export_work_on_task_models(task_run, capsys):
     assert report["checks"]["plain"]["same_graph"]
 
 
-def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrated_teacher, tmp_path):
+def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrated_teacher, tmp_path, monkeypatch):
     """Stopped after epoch 1 of 2, 'train resume=last.pt' picks the segment trainer from the checkpoint and finishes
-    epoch 2 with its KD terms."""
+    epoch 2 with its KD terms, also from another folder than the one the run started in with relative data and
+    teacher paths (the run saves them absolute)."""
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere" / "deeper"  # where no relative path of start works
+    start.mkdir(), elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(start)
+    data = Path(os.path.relpath(task_data("segment"), start))
+    teacher = os.path.relpath(calibrated_teacher("yolov8s-seg.yaml"), start)
     experiment = load_experiment(
         {
-            **tiny_train_args(task_data("segment"), tmp_path, "run", model="yolov8n-seg.yaml", epochs=2),
-            "teacher": str(calibrated_teacher("yolov8s-seg.yaml")),
+            **tiny_train_args(data, tmp_path, "run", model="yolov8n-seg.yaml", epochs=2),
+            "teacher": teacher,
             "distill": [{"loss": "bckd"}, {"loss": "maskkd"}],
         }
     )
@@ -282,6 +289,7 @@ def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrat
     first.add_callback("on_model_save", interrupt)
     with pytest.raises(KeyboardInterrupt):
         first.train()
+    monkeypatch.chdir(elsewhere)
     run_dir = train_experiment(None, resume=str(first.last))
     with open(run_dir / "results.csv") as f:
         rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]

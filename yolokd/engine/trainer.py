@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,26 @@ def step_kd_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
     return True
 
 
+def _absolute(value: Any) -> Any:
+    """A path to a file that exists from the current folder, made absolute; anything else unchanged (a release name
+    such as ``yolov8s.pt``, a dataset name such as ``coco.yaml``, a dict)."""
+    if isinstance(value, str | Path) and Path(value).suffix and Path(value).is_file():
+        return str(Path(value).resolve())
+    return value
+
+
+def with_absolute_files(experiment: Experiment, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, Any]]:
+    """The experiment and train arguments of a fresh run with their local ``teacher`` and ``data`` files as absolute
+    paths: both are saved with the run (``kd_state.pt``, ``last.pt``'s train args), so ``resume=`` continues it from
+    any folder instead of failing on a path relative to the folder it started in."""
+    train_args = {
+        **experiment.train_args,
+        **({"data": _absolute(experiment.train_args["data"])} if "data" in experiment.train_args else {}),
+    }
+    overrides = {**overrides, **({"data": _absolute(overrides["data"])} if "data" in overrides else {})}
+    return replace(experiment, train_args=train_args, teacher=_absolute(experiment.teacher)), overrides
+
+
 class DistillationMixin:
     """Train an Ultralytics student with a teacher and the experiment's distillation losses; put it before the
     Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
@@ -109,6 +130,8 @@ class DistillationMixin:
         _callbacks=None,
         cfg=DEFAULT_CFG,
     ):
+        if experiment is not None and not (overrides or {}).get("resume"):
+            experiment, overrides = with_absolute_files(experiment, overrides or {})
         super().__init__(cfg=cfg, overrides=overrides, _callbacks=_callbacks)
         if experiment is None and RANK != -1 and experiment_from_launcher() is not None:
             experiment = load_experiment(experiment_from_launcher())  # a DDP rank: the launcher's experiment
@@ -168,7 +191,7 @@ class DistillationMixin:
             broadcast_state(self.distiller.losses)  # DDP: every rank starts from rank 0's KD modules
             spec = self.distiller.teacher_adapter.spec
             LOGGER.info(
-                f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.family}), "
+                f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.task} model, {spec.family}), "
                 f"losses {list(self.distiller.losses)}, terms {list(self.distiller.term_names)}"
             )
             if not self.resume:
