@@ -109,6 +109,27 @@ def with_absolute_files(experiment: Experiment, overrides: dict[str, Any]) -> tu
     return replace(experiment, train_args=train_args, teacher=_absolute(experiment.teacher)), overrides
 
 
+def finished_run_error(last: str | Path, epochs: int | str) -> ValueError:
+    """The one-line refusal to resume a run that already finished (Ultralytics marks its final last.pt epoch -1)."""
+    return ValueError(
+        f"'{last}' already finished its {epochs} epochs: nothing to resume. Start a new run (without resume=) to "
+        "train further"
+    )
+
+
+def refuse_finished_resume(resume: Any) -> None:
+    """Raise ``finished_run_error`` before anything is built when ``resume`` names a finished run's last.pt.
+
+    Ultralytics' final checkpoint no longer holds its run folder (``save_dir``), so a resume of it would first make a
+    new numbered run folder (``name-2``) and only then be refused by ``resume_training``.
+    """
+    if not isinstance(resume, str | Path) or not Path(resume).is_file():
+        return
+    ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+    if ckpt.get("epoch", 0) == -1:
+        raise finished_run_error(resume, (ckpt.get("train_args") or {}).get("epochs", "?"))
+
+
 class DistillationMixin:
     """Train an Ultralytics student with a teacher and the experiment's distillation losses; put it before the
     Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
@@ -130,6 +151,7 @@ class DistillationMixin:
         _callbacks=None,
         cfg=DEFAULT_CFG,
     ):
+        refuse_finished_resume((overrides or {}).get("resume"))
         if experiment is not None and not (overrides or {}).get("resume"):
             experiment, overrides = with_absolute_files(experiment, overrides or {})
         super().__init__(cfg=cfg, overrides=overrides, _callbacks=_callbacks)
@@ -395,10 +417,7 @@ class DistillationMixin:
     def resume_training(self, ckpt):
         """Resume the student as Ultralytics does, then the KD modules and optimiser from the same epoch."""
         if ckpt is not None and self.resume and not 0 < ckpt.get("epoch", -1) + 1 < self.epochs:  # final: epoch -1
-            raise ValueError(
-                f"'{self.args.model}' already finished its {self.epochs} epochs: nothing to resume. Start a new run "
-                "(without resume=) to train further"
-            )
+            raise finished_run_error(self.args.model, self.epochs)
         super().resume_training(ckpt)
         if ckpt is None or not self.resume or self.distiller is None:
             return
