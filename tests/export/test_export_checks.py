@@ -212,3 +212,57 @@ def test_rotated_parity_runs_rotated_nms():
     found = result["detections"]
     assert found["reference_boxes"] > 0 and found["recall"] == 1.0 and "top_box_agreement" not in result
     assert checks.detections(reference, NC, False, 0.25, rotated=True)[0].shape[1] == 7
+
+
+def segment_outputs(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """A segment model's two outputs at 64 px: raw (B, 4 + C + P, A) with P = 4 mask coefficients, and prototypes
+    (B, P, 16, 16) at 1/4 of the input; each prototype is positive on one quadrant, so a detection's mask is set by
+    its coefficients."""
+    generator = torch.Generator().manual_seed(seed)
+    raw = raw_predictions(seed)
+    coefficients = torch.randn(2, 4, raw.shape[2], generator=generator)
+    protos = -torch.ones(2, 4, 16, 16)
+    for index, (rows, cols) in enumerate(((0, 0), (0, 8), (8, 0), (8, 8))):
+        protos[:, index, rows : rows + 8, cols : cols + 8] = 1.0
+    return torch.cat([raw, coefficients], 1), protos
+
+
+def test_segment_parity_compares_prototypes_and_masks():
+    """Segment exports are compared on both outputs: identical prototypes and masks pass and are listed under
+    ``compared``; prototypes with one channel negated fail twice, on the prototype difference and on the mask IoU of
+    the matched detections (their boxes and scores still agree)."""
+    reference, protos = segment_outputs()
+    same = checks.parity(
+        reference, False, reference.clone(), False, NC, 64, reference_protos=protos, exported_protos=protos.clone()
+    )
+    assert same["prototypes"]["max_abs_diff"] == 0 and same["prototypes"]["shape"] == [2, 4, 16, 16]
+    assert same["masks"]["matched"] == same["detections"]["matched"] > 0
+    assert same["masks"]["mean_mask_iou"] == pytest.approx(1.0)
+    assert any("output1" in item for item in same["compared"]) and checks.parity_problems(same, "fp32") == []
+    broken = protos.clone()
+    broken[:, 0] = -broken[:, 0]
+    result = checks.parity(
+        reference, False, reference.clone(), False, NC, 64, reference_protos=protos, exported_protos=broken
+    )
+    assert result["detections"]["recall"] == 1.0 and result["prototypes"]["relative_max_diff"] == pytest.approx(2.0)
+    assert result["masks"]["mean_mask_iou"] < 0.98
+    problems = " ".join(checks.parity_problems(result, "fp32"))
+    assert "prototypes" in problems and "mean_mask_iou" in problems
+
+
+def test_matched_task_values_are_reported():
+    """The task values a detection carries (here mask coefficients) are compared on the matched pairs."""
+    reference, _ = segment_outputs()
+    exported = reference.clone()
+    exported[:, 4 + NC :] += 0.25
+    found = checks.parity(reference, False, exported, False, NC, imgsz=64)["detections"]
+    assert found["recall"] == 1.0 and found["task_values_max_abs"] == pytest.approx(0.25)
+
+
+def test_map_comparison_reads_the_tasks_own_map():
+    """A segment export losing 1 mask mAP point, its boxes unchanged, fails at fp32; the mask columns are reported."""
+    pytorch = {"metrics/mAP50-95(B)": 0.4, "metrics/mAP50(B)": 0.6, "metrics/mAP50-95(M)": 0.3, "metrics/mAP50(M)": 0.5}
+    exported = {**pytorch, "metrics/mAP50-95(M)": 0.29}
+    result = checks.map_comparison(pytorch, exported, "fp32")
+    assert result["failed"] and result["delta"]["metrics/mAP50-95(M)"] == pytest.approx(-0.01)
+    assert list(result["pytorch"]) == list(pytorch) and not checks.map_comparison(pytorch, pytorch, "fp32")["failed"]

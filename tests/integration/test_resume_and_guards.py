@@ -121,11 +121,21 @@ def test_nan_kd_term_stops_with_a_clear_error(
 
 
 def test_resuming_a_finished_run_is_a_clear_error(synthetic_data, teacher_checkpoint, tmp_path):
-    """A run that completed all its epochs cannot be resumed; the error says to start a new run."""
-    experiment = _experiment(synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "bckd"}])
-    last = train_experiment(experiment) / "weights" / "last.pt"
+    """A run that completed all its epochs cannot be resumed; the error says to start a new run, and comes before
+    anything is made (Ultralytics would first open a new numbered run folder: the final last.pt has no save_dir)."""
+    experiment = _experiment(
+        synthetic_data,
+        tmp_path,
+        teacher_checkpoint("yolov8s.yaml"),
+        distill=[{"loss": "bckd"}],
+        train={"exist_ok": False},  # Ultralytics' default: a new run gets a new numbered folder
+    )
+    run_dir = train_experiment(experiment)
+    last = run_dir / "weights" / "last.pt"
+    folders = sorted(run_dir.parent.iterdir())
     with pytest.raises(ValueError, match="already finished its 1 epochs: nothing to resume"):
         train_experiment(None, resume=str(last))
+    assert sorted(run_dir.parent.iterdir()) == folders
 
 
 def test_balance_after_a_gt_only_warm_up_survives_an_interruption(synthetic_data, teacher_checkpoint, tmp_path):

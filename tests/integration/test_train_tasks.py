@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +23,7 @@ from ultralytics.models.yolo.obb import OBBTrainer
 from ultralytics.models.yolo.pose import PoseTrainer
 from ultralytics.models.yolo.segment import SegmentationTrainer
 from ultralytics.nn.tasks import OBBModel, PoseModel, SegmentationModel
+from ultralytics.utils import LOGGER
 
 from yolokd.cli import main
 from yolokd.config import load_experiment
@@ -235,8 +238,8 @@ def test_a_teacher_of_another_task_is_refused(student, teacher, task_data, calib
 
 def test_yolokd_val_and_checked_export_work_on_task_models(task_run, capsys):
     """'yolokd val' validates a task model with its task's metrics (no COCO box metrics, which are detect-only), and
-    'yolokd export' with data runs its checks (graph with the task's outputs, parity of the detections, box mAP delta,
-    plain-graph comparison), all passing."""
+    'yolokd export' with data runs its checks (graph with the task's outputs, parity of the detections and for segment
+    models of the prototypes and masks, box and task mAP deltas, plain-graph comparison), all passing."""
     name, data, run_dir = task_run
     spec = RUNS[name]
     best = run_dir / "weights" / "best.pt"
@@ -254,16 +257,29 @@ def test_yolokd_val_and_checked_export_work_on_task_models(task_run, capsys):
         ["output0", "output1"] if spec["task"] == "segment" else ["output0"]
     )
     assert parity["detections"]["match_iou"] == 0.5 and "delta" in report["checks"]["map"]
+    task_map = spec["metric"].replace("metrics/mAP50-95", "metrics/mAP50")  # the task's own mAP is compared too
+    assert spec["metric"] in report["checks"]["map"]["delta"] and task_map in report["checks"]["map"]["delta"]
+    if spec["task"] == "segment":  # both outputs: the prototypes elementwise, the masks of matched detections
+        assert parity["prototypes"]["shape"][1:] == [32, 16, 16] and parity["prototypes"]["relative_max_diff"] < 1e-3
+        assert "masks" in parity and any("output1" in item for item in parity["compared"])
+    else:
+        assert "prototypes" not in parity
     assert report["checks"]["plain"]["same_graph"]
 
 
-def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrated_teacher, tmp_path):
+def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrated_teacher, tmp_path, monkeypatch):
     """Stopped after epoch 1 of 2, 'train resume=last.pt' picks the segment trainer from the checkpoint and finishes
-    epoch 2 with its KD terms."""
+    epoch 2 with its KD terms, also from another folder than the one the run started in with relative data and
+    teacher paths (the run saves them absolute)."""
+    start, elsewhere = tmp_path / "start", tmp_path / "elsewhere" / "deeper"  # where no relative path of start works
+    start.mkdir(), elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(start)
+    data = Path(os.path.relpath(task_data("segment"), start))
+    teacher = os.path.relpath(calibrated_teacher("yolov8s-seg.yaml"), start)
     experiment = load_experiment(
         {
-            **tiny_train_args(task_data("segment"), tmp_path, "run", model="yolov8n-seg.yaml", epochs=2),
-            "teacher": str(calibrated_teacher("yolov8s-seg.yaml")),
+            **tiny_train_args(data, tmp_path, "run", model="yolov8n-seg.yaml", epochs=2),
+            "teacher": teacher,
             "distill": [{"loss": "bckd"}, {"loss": "maskkd"}],
         }
     )
@@ -275,8 +291,62 @@ def test_a_segment_run_resumes_with_the_segmentation_trainer(task_data, calibrat
     first.add_callback("on_model_save", interrupt)
     with pytest.raises(KeyboardInterrupt):
         first.train()
+    monkeypatch.chdir(elsewhere)
     run_dir = train_experiment(None, resume=str(first.last))
     with open(run_dir / "results.csv") as f:
         rows = [{k.strip(): float(v) for k, v in row.items()} for row in csv.DictReader(f)]
     assert [row["epoch"] for row in rows] == [1.0, 2.0]
     assert rows[1]["train/maskkd_mask"] > 0 and rows[1]["train/seg_loss"] > 0
+
+
+# The shipped task configs, as a user runs them: by name from a folder that has no cfg/, with the synthetic data of
+# the config's task and a teacher of that task (here built from the config's teacher architecture).
+SHIPPED_TASK_CONFIGS = {
+    "bckd_yolov8n-seg.yaml": ("segment", "yolov8s-seg.yaml", ["bckd_cls", "bckd_loc", "maskkd_mask"]),
+    "bckd_yolov8n-pose.yaml": ("pose", "yolov8s-pose.yaml", ["bckd_cls", "bckd_loc", "kptkd_loc", "kptkd_vis"]),
+    "bckd_yolov8n-obb.yaml": ("obb", "yolov8s-obb.yaml", ["bckd_cls", "bckd_loc", "anglekd_angle"]),
+    "bckd_yolo26n-seg.yaml": ("segment", "yolo26s-seg.yaml", ["bckd_cls", "bckd_loc", "maskkd_mask"]),
+    "bckd_yolo26n-pose.yaml": ("pose", "yolo26s-pose.yaml", ["bckd_cls", "bckd_loc", "kptkd_loc", "kptkd_vis"]),
+    "bckd_yolo26n-obb.yaml": ("obb", "yolo26s-obb.yaml", ["bckd_cls", "bckd_loc", "anglekd_angle"]),
+}
+
+
+class LogLines(logging.Handler):
+    """Collects the messages of Ultralytics' logger (which writes to the stream it was given at import)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+@pytest.mark.parametrize("config", list(SHIPPED_TASK_CONFIGS))
+def test_shipped_task_config_trains_by_name_from_any_folder(
+    config, task_data, calibrated_teacher, tmp_path, monkeypatch, capfd
+):
+    """'yolokd train <config>' from an empty folder, 1 epoch at 64 px: the task's trainer runs, the KD balance table is
+    printed and written, every KD term of the config is in results.csv (train and val, finite, > 0), and best.pt is
+    a plain Ultralytics model of the task."""
+    task, teacher_yaml, terms = SHIPPED_TASK_CONFIGS[config]
+    data, teacher = task_data(task), calibrated_teacher(teacher_yaml)
+    monkeypatch.chdir(tmp_path)
+    overrides = {**tiny_train_args(data, tmp_path / "runs", "run"), "teacher": str(teacher)}
+    overrides.pop("verbose")
+    logged = LogLines()
+    LOGGER.addHandler(logged)
+    try:
+        assert main(["train", config, *(f"{key}={value}" for key, value in overrides.items())]) == 0
+    finally:
+        LOGGER.removeHandler(logged)
+    run_dir = tmp_path / "runs" / "run"
+    assert f"run saved to {run_dir}" in capfd.readouterr().out
+    log = "\n".join(logged.lines)
+    assert "| method | terms |" in log and f"({task} model, " in log  # the balance table, the teacher's task
+    assert "| method | terms |" in (run_dir / "kd_balance.md").read_text()
+    row = read_row(run_dir)
+    for term in terms:
+        for split in ("train", "val"):
+            assert math.isfinite(row[f"{split}/{term}"]) and row[f"{split}/{term}"] > 0, f"{split}/{term}"
+    assert YOLO(str(run_dir / "weights" / "best.pt")).task == task

@@ -41,9 +41,10 @@ class AssignmentHook:
 
     Ultralytics' task-aligned assigners take ``(scores, boxes, anchor points, gt_labels (B, M, 1), gt_boxes (B, M, 4)
     xyxy pixels, gt_mask (B, M, 1))`` and return ``(labels, target_boxes (B, A, 4) xyxy pixels, target_scores,
-    fg_mask (B, A), gt_index (B, A))``: read here, once. The rotated assigner (OBB) takes and returns xywhr boxes
-    (B, M, 5) / (B, A, 5): they become ``gt_rboxes``/``target_rboxes`` (copied: v8OBBLoss rescales its targets in
-    place afterwards), and ``gt_boxes``/``target_boxes`` their enclosing xyxy boxes.
+    fg_mask (B, A), gt_index (B, A))``: read here, once. The target boxes are copied: the pose losses (v8PoseLoss,
+    PoseLoss26) and v8OBBLoss divide the assigner's target boxes by the stride in place after this call, which would
+    leave grid units in Targets. The rotated assigner (OBB) takes and returns xywhr boxes (B, M, 5) / (B, A, 5): they
+    become ``gt_rboxes``/``target_rboxes``, and ``gt_boxes``/``target_boxes`` their enclosing xyxy boxes.
     """
 
     def __init__(self, captured: dict[str, list[Targets]], branch: str, image_size: Tensor) -> None:
@@ -54,9 +55,10 @@ class AssignmentHook:
     def __call__(self, module: nn.Module, args: tuple, output: tuple) -> None:
         gt_labels, gt_boxes, gt_mask = args[3:6]
         _, target_boxes, _, fg_mask, gt_index = output
+        target_boxes = target_boxes.clone()  # pixels, as the loss is about to rescale its own in place
         rotated = {}
         if gt_boxes.shape[-1] == 5:  # xywhr
-            rotated = {"gt_rboxes": gt_boxes, "target_rboxes": target_boxes.clone()}
+            rotated = {"gt_rboxes": gt_boxes, "target_rboxes": target_boxes}
             gt_boxes, target_boxes = enclosing_boxes(gt_boxes), enclosing_boxes(target_boxes)
         targets = Targets(
             fg_mask=fg_mask.bool(),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,47 @@ def step_kd_optimizer(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradSc
     return True
 
 
+def _absolute(value: Any) -> Any:
+    """A path to a file that exists from the current folder, made absolute; anything else unchanged (a release name
+    such as ``yolov8s.pt``, a dataset name such as ``coco.yaml``, a dict)."""
+    if isinstance(value, str | Path) and Path(value).suffix and Path(value).is_file():
+        return str(Path(value).resolve())
+    return value
+
+
+def with_absolute_files(experiment: Experiment, overrides: dict[str, Any]) -> tuple[Experiment, dict[str, Any]]:
+    """The experiment and train arguments of a fresh run with their local ``teacher`` and ``data`` files as absolute
+    paths: both are saved with the run (``kd_state.pt``, ``last.pt``'s train args), so ``resume=`` continues it from
+    any folder instead of failing on a path relative to the folder it started in."""
+    train_args = {
+        **experiment.train_args,
+        **({"data": _absolute(experiment.train_args["data"])} if "data" in experiment.train_args else {}),
+    }
+    overrides = {**overrides, **({"data": _absolute(overrides["data"])} if "data" in overrides else {})}
+    return replace(experiment, train_args=train_args, teacher=_absolute(experiment.teacher)), overrides
+
+
+def finished_run_error(last: str | Path, epochs: int | str) -> ValueError:
+    """The one-line refusal to resume a run that already finished (Ultralytics marks its final last.pt epoch -1)."""
+    return ValueError(
+        f"'{last}' already finished its {epochs} epochs: nothing to resume. Start a new run (without resume=) to "
+        "train further"
+    )
+
+
+def refuse_finished_resume(resume: Any) -> None:
+    """Raise ``finished_run_error`` before anything is built when ``resume`` names a finished run's last.pt.
+
+    Ultralytics' final checkpoint no longer holds its run folder (``save_dir``), so a resume of it would first make a
+    new numbered run folder (``name-2``) and only then be refused by ``resume_training``.
+    """
+    if not isinstance(resume, str | Path) or not Path(resume).is_file():
+        return
+    ckpt = torch.load(resume, map_location="cpu", weights_only=False)
+    if ckpt.get("epoch", 0) == -1:
+        raise finished_run_error(resume, (ckpt.get("train_args") or {}).get("epochs", "?"))
+
+
 class DistillationMixin:
     """Train an Ultralytics student with a teacher and the experiment's distillation losses; put it before the
     Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
@@ -109,6 +151,9 @@ class DistillationMixin:
         _callbacks=None,
         cfg=DEFAULT_CFG,
     ):
+        refuse_finished_resume((overrides or {}).get("resume"))
+        if experiment is not None and not (overrides or {}).get("resume"):
+            experiment, overrides = with_absolute_files(experiment, overrides or {})
         super().__init__(cfg=cfg, overrides=overrides, _callbacks=_callbacks)
         if experiment is None and RANK != -1 and experiment_from_launcher() is not None:
             experiment = load_experiment(experiment_from_launcher())  # a DDP rank: the launcher's experiment
@@ -168,7 +213,7 @@ class DistillationMixin:
             broadcast_state(self.distiller.losses)  # DDP: every rank starts from rank 0's KD modules
             spec = self.distiller.teacher_adapter.spec
             LOGGER.info(
-                f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.family}), "
+                f"{colorstr('yolokd:')} teacher {self.experiment.teacher} ({spec.task} model, {spec.family}), "
                 f"losses {list(self.distiller.losses)}, terms {list(self.distiller.term_names)}"
             )
             if not self.resume:
@@ -372,10 +417,7 @@ class DistillationMixin:
     def resume_training(self, ckpt):
         """Resume the student as Ultralytics does, then the KD modules and optimiser from the same epoch."""
         if ckpt is not None and self.resume and not 0 < ckpt.get("epoch", -1) + 1 < self.epochs:  # final: epoch -1
-            raise ValueError(
-                f"'{self.args.model}' already finished its {self.epochs} epochs: nothing to resume. Start a new run "
-                "(without resume=) to train further"
-            )
+            raise finished_run_error(self.args.model, self.epochs)
         super().resume_training(ckpt)
         if ckpt is None or not self.resume or self.distiller is None:
             return

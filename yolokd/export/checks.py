@@ -8,8 +8,10 @@ detections, the mean IoU and the mean |score difference| of the matched pairs (`
 the mAP delta. For raw outputs (B, 4 + C, A) the max |diff| of boxes and scores over all anchors (background
 included), the cosine similarity and the anchor-aligned top-box agreement are reported as information only: INT8
 moves background scores that no detection uses. Task models are checked the same way on their detections, whose
-task values (mask coefficients, keypoints) follow the boxes through NMS; OBB detections are rotated boxes, kept by
-rotated NMS and matched by ProbIoU.
+task values (mask coefficients, keypoints) follow the boxes through NMS and are compared on the matched pairs; OBB
+detections are rotated boxes, kept by rotated NMS and matched by ProbIoU. Segment models have a second output, the
+mask prototypes: they are compared elementwise, and the masks a user sees (coefficients x prototypes, cropped to the
+box) are compared by mask IoU on the matched pairs. Each parity result lists what it compared under ``compared``.
 """
 
 from __future__ import annotations
@@ -33,20 +35,27 @@ class Tolerance:
         score_abs (float): largest mean |score difference| of the matched pairs; also how far below conf the
             export's detections still count.
         map_drop (float | None): largest accepted mAP50-95 drop (0.01 = 1 mAP point); None: flagged, not failed.
+        mask_iou (float): segment models: minimum mean IoU of the binary masks of the matched pairs (prototype
+            resolution, cropped to the box).
+        proto_rel (float | None): segment models: largest max |prototype difference| / max |PyTorch prototype|;
+            None: reported, not failed.
     """
 
     recall: float
     iou: float
     score_abs: float
     map_drop: float | None
+    mask_iou: float = 0.98
+    proto_rel: float | None = 1e-3
 
 
 TOLERANCES = {
-    "fp32": Tolerance(recall=0.99, iou=0.99, score_abs=1e-3, map_drop=0.002),
-    "fp16": Tolerance(recall=0.95, iou=0.97, score_abs=1e-2, map_drop=0.005),
-    "int8": Tolerance(recall=0.8, iou=0.85, score_abs=0.05, map_drop=None),
+    "fp32": Tolerance(recall=0.99, iou=0.99, score_abs=1e-3, map_drop=0.002, mask_iou=0.98, proto_rel=1e-3),
+    "fp16": Tolerance(recall=0.95, iou=0.97, score_abs=1e-2, map_drop=0.005, mask_iou=0.9, proto_rel=1e-2),
+    "int8": Tolerance(recall=0.8, iou=0.85, score_abs=0.05, map_drop=None, mask_iou=0.7, proto_rel=None),
 }
-"""Chosen, not yet measured on a GPU: FP16 and INT8 limits are to be checked against real engines."""
+"""Chosen, not yet measured on a GPU: FP16 and INT8 limits are to be checked against real engines. The fp32 mask IoU
+leaves room for a pixel flipped at the 0 threshold of a small mask (one of 50 pixels)."""
 MATCH_IOU = 0.5
 """IoU at which an export detection counts as the student's (COCO's loosest threshold)."""
 PARITY_CONF = 0.25
@@ -140,6 +149,17 @@ def _overlap(reference: torch.Tensor, exported: torch.Tensor, rotated: bool) -> 
     )
 
 
+def _best_matches(
+    reference: torch.Tensor, exported: torch.Tensor, match_iou: float, rotated: bool
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """For one image's detections (``detections`` layout, on the CPU, float): per reference detection whether it has
+    a match, the index of the export's same-class detection of highest IoU and that IoU, each (N,)."""
+    same_class = reference[:, 5:6] == exported[:, 5][None]  # (N, M)
+    overlap = _overlap(reference, exported, rotated).masked_fill(~same_class, -1.0)  # other classes never match
+    best_iou, best = overlap.max(1)
+    return best_iou >= match_iou, best, best_iou
+
+
 def match_detections(
     reference: list[torch.Tensor], exported: list[torch.Tensor], match_iou: float = MATCH_IOU, rotated: bool = False
 ) -> dict[str, Any]:
@@ -155,23 +175,23 @@ def match_detections(
     Returns:
         (dict): reference_boxes (N summed), exported_boxes, matched, recall (matched / reference_boxes), mean_iou
         and min_iou of the matched pairs, score_mean_abs and score_max_abs (|score difference| of the matched
-        pairs); the ratios are None when there is nothing to average.
+        pairs), task_values_max_abs (max |difference| of the E task values of the matched pairs: mask coefficients,
+        keypoint x, y (pixels) and visibility, the angle); the ratios are None when there is nothing to average.
     """
-    matched_iou, score_diff = [], []
+    matched_iou, score_diff, task_diff = [], [], []
     reference_count = exported_count = 0
     for ref, out in zip(reference, exported, strict=True):
         ref, out = ref.float().cpu(), out.float().cpu()
         reference_count, exported_count = reference_count + len(ref), exported_count + len(out)
         if not len(ref) or not len(out):
             continue
-        same_class = ref[:, 5:6] == out[:, 5][None]  # (N, M)
-        overlap = _overlap(ref, out, rotated).masked_fill(~same_class, -1.0)  # other classes never match
-        best_iou, best = overlap.max(1)
-        found = best_iou >= match_iou
+        found, best, best_iou = _best_matches(ref, out, match_iou, rotated)
         matched_iou.append(best_iou[found])
         score_diff.append((ref[found, 4] - out[best[found], 4]).abs())
+        task_diff.append((ref[found, 6:] - out[best[found], 6:]).abs().flatten())
     ious = torch.cat(matched_iou) if matched_iou else torch.zeros(0)
     diffs = torch.cat(score_diff) if score_diff else torch.zeros(0)
+    task_diffs = torch.cat(task_diff) if task_diff else torch.zeros(0)
 
     def summary(values: torch.Tensor, reduce) -> float | None:
         return float(reduce(values)) if len(values) else None
@@ -185,6 +205,79 @@ def match_detections(
         "min_iou": summary(ious, torch.min),
         "score_mean_abs": summary(diffs, torch.mean),
         "score_max_abs": summary(diffs, torch.max),
+        "task_values_max_abs": summary(task_diffs, torch.max),
+    }
+
+
+def prototype_parity(reference: torch.Tensor, exported: torch.Tensor) -> dict[str, Any]:
+    """Elementwise comparison of a segment model's second output, the mask prototypes.
+
+    Args:
+        reference (Tensor[B, P, h, w]): the fp32 PyTorch prototypes (P prototypes at 1/4 of the input size).
+        exported (Tensor[B, P, h, w]): the export's prototypes.
+
+    Returns:
+        (dict): shape, max_abs_diff, mean_abs_diff, relative_max_diff (max |diff| / max |reference|, the pass/fail
+        basis), cosine.
+    """
+    reference, exported = reference.float().cpu(), exported.float().cpu()
+    if reference.shape != exported.shape:
+        raise ValueError(f"parity: exported prototypes {tuple(exported.shape)} != PyTorch {tuple(reference.shape)}")
+    diff = (reference - exported).abs()
+    scale = float(reference.abs().max())
+    return {
+        "shape": list(exported.shape),
+        "max_abs_diff": float(diff.max()),
+        "mean_abs_diff": float(diff.mean()),
+        "relative_max_diff": float(diff.max()) / scale if scale > 0 else float(diff.max()),
+        "cosine": float(torch.nn.functional.cosine_similarity(reference.flatten(), exported.flatten(), dim=0)),
+    }
+
+
+def mask_parity(
+    reference: list[torch.Tensor],
+    exported: list[torch.Tensor],
+    reference_protos: torch.Tensor,
+    exported_protos: torch.Tensor,
+    imgsz: tuple[int, int],
+    match_iou: float = MATCH_IOU,
+) -> dict[str, Any]:
+    """IoU of the masks a user gets from each matched pair of segment detections (Ultralytics' ``process_mask``:
+    coefficients x prototypes, > 0, cropped to the box, at prototype resolution).
+
+    Args:
+        reference (list[Tensor[N, 6 + P]]): per image, PyTorch's detections (xyxy pixels, score, class, P mask
+            coefficients).
+        exported (list[Tensor[M, 6 + P]]): per image, the export's detections, same layout.
+        reference_protos (Tensor[B, P, h, w]): PyTorch's prototypes; exported_protos: the export's.
+        imgsz (tuple[int, int]): input (height, width), pixels.
+
+    Returns:
+        (dict): matched (pairs compared), mean_mask_iou and min_mask_iou (None without pairs); two empty masks count
+        as IoU 1.
+    """
+    from ultralytics.utils.ops import process_mask
+
+    ious = []
+    for image, (ref, out) in enumerate(zip(reference, exported, strict=True)):
+        ref, out = ref.float().cpu(), out.float().cpu()
+        if not len(ref) or not len(out):
+            continue
+        found, best, _ = _best_matches(ref, out, match_iou, rotated=False)
+        if not found.any():
+            continue
+        pair = out[best[found]]
+        ref = ref[found]
+        ref_masks = process_mask(reference_protos[image].float().cpu(), ref[:, 6:], ref[:, :4], imgsz).bool()
+        out_masks = process_mask(exported_protos[image].float().cpu(), pair[:, 6:], pair[:, :4], imgsz).bool()
+        union = (ref_masks | out_masks).flatten(1).sum(1)
+        inter = (ref_masks & out_masks).flatten(1).sum(1)
+        ious.append(torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union, dtype=torch.float)))
+    values = torch.cat(ious) if ious else torch.zeros(0)
+    return {
+        "matched": len(values),
+        "mean_mask_iou": float(values.mean()) if len(values) else None,
+        "min_mask_iou": float(values.min()) if len(values) else None,
     }
 
 
@@ -246,6 +339,8 @@ def parity(
     margin: float = 0.0,
     tie: float = 1e-3,
     rotated: bool = False,
+    reference_protos: torch.Tensor | None = None,
+    exported_protos: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """Deviation of exported predictions from the PyTorch reference on the same images.
 
@@ -260,11 +355,15 @@ def parity(
         margin (float): the export's detections are kept down to ``conf - margin`` (the precision's score tolerance).
         tie (float): class scores closer than this count as tied (anchor-aligned agreement, information only).
         rotated (bool): OBB predictions (xywh + angle): NMS and matching by ProbIoU; no anchor-aligned agreement.
+        reference_protos (Tensor[B, P, h, w] | None): segment models: PyTorch's mask prototypes (second output).
+        exported_protos (Tensor[B, P, h, w] | None): the export's prototypes (both or neither).
 
     Returns:
-        (dict): ``detections``: the reference detections matched to the export's (``match_detections``), the
-        pass/fail basis; for two raw outputs also, as information, max/mean |diff| over all anchors, boxes (pixels
-        and relative), scores, cosine and the anchor-aligned top-box agreement.
+        (dict): ``compared``: what was compared, in words; ``detections``: the reference detections matched to the
+        export's (``match_detections``), the pass/fail basis; for two raw outputs also, as information, max/mean
+        |diff| of output0 over all anchors, boxes (pixels and relative), scores, cosine and the anchor-aligned top-box
+        agreement; segment models also ``prototypes`` (``prototype_parity``) and ``masks`` (``mask_parity``), both
+        pass/fail.
     """
     reference, exported = reference.float().cpu(), exported.float().cpu()
     result: dict[str, Any] = {"shape": list(exported.shape), "elementwise": not (reference_end2end or exported_end2end)}
@@ -272,6 +371,25 @@ def parity(
     exported_boxes = detections(exported, nc, exported_end2end, max(conf - margin, 0.0), rotated)
     result["detections"] = {"conf": conf, "export_conf": max(conf - margin, 0.0), "match_iou": MATCH_IOU}
     result["detections"].update(match_detections(reference_boxes, exported_boxes, rotated=rotated))
+    result["compared"] = [
+        "output0 as detections after NMS: the PyTorch detections matched to the export's (same class, "
+        f"{'ProbIoU' if rotated else 'IoU'} >= {MATCH_IOU:g}), their scores, and the task values they carry "
+        "(mask coefficients, keypoints, angle: information)"
+    ]
+    if result["elementwise"]:
+        result["compared"].append("output0 elementwise over every anchor (information)")
+    if (reference_protos is None) != (exported_protos is None):
+        raise ValueError("parity: prototypes of both models, or of neither")
+    if reference_protos is not None:
+        result["prototypes"] = prototype_parity(reference_protos, exported_protos)
+        height, width = reference_protos.shape[2] * 4, reference_protos.shape[3] * 4  # prototypes at 1/4 input
+        result["masks"] = mask_parity(
+            reference_boxes, exported_boxes, reference_protos, exported_protos, (height, width)
+        )
+        result["compared"] += [
+            "output1, the mask prototypes, elementwise (max |diff| / max |PyTorch|)",
+            "the masks of the matched detections (coefficients x prototypes, cropped to the box): mask IoU",
+        ]
     if result["elementwise"]:
         if reference.shape != exported.shape:
             raise ValueError(f"parity: exported output {tuple(exported.shape)} != PyTorch {tuple(reference.shape)}")
@@ -306,6 +424,21 @@ def parity_problems(result: dict[str, Any], precision: str) -> list[str]:
                 f"parity {key} = {value:.6g} over {found['reference_boxes']} PyTorch detections, expected "
                 f"{relation} {limit:g} for {precision}"
             )
+    prototypes, masks = result.get("prototypes"), result.get("masks")
+    if (
+        prototypes is not None
+        and tolerance.proto_rel is not None
+        and prototypes["relative_max_diff"] > tolerance.proto_rel
+    ):
+        problems.append(
+            f"parity prototypes: max |diff| {prototypes['max_abs_diff']:.6g} = {prototypes['relative_max_diff']:.6g} "
+            f"of the largest PyTorch prototype value, expected <= {tolerance.proto_rel:g} for {precision}"
+        )
+    if masks is not None and masks["mean_mask_iou"] is not None and masks["mean_mask_iou"] < tolerance.mask_iou:
+        problems.append(
+            f"parity mean_mask_iou = {masks['mean_mask_iou']:.6g} over {masks['matched']} matched detections, expected "
+            f">= {tolerance.mask_iou:g} for {precision}"
+        )
     return problems
 
 
@@ -315,10 +448,14 @@ def tolerance_dict(precision: str) -> dict[str, Any]:
 
 
 def map_comparison(pytorch: dict[str, float], exported: dict[str, float], precision: str) -> dict[str, Any]:
-    """mAP of PyTorch vs the export (``metrics/mAP50-95(B)`` ...), the delta, and whether it fails or is flagged."""
-    keys = ("metrics/mAP50-95(B)", "metrics/mAP50(B)")
+    """mAP of PyTorch vs the export (``metrics/mAP50-95(B)`` ..., and the task's own: masks ``(M)``, keypoints
+    ``(P)``), the deltas, and whether it fails or is flagged (the largest mAP50-95 drop, boxes or the task's)."""
+    keys = ["metrics/mAP50-95(B)", "metrics/mAP50(B)"]
+    keys += [
+        f"metrics/mAP50{iou}({kind})" for kind in "MP" for iou in ("-95", "") if f"metrics/mAP50-95({kind})" in pytorch
+    ]
     delta = {key: exported[key] - pytorch[key] for key in keys}
-    drop = -delta["metrics/mAP50-95(B)"]
+    drop = max(-delta[key] for key in keys if "mAP50-95" in key)
     tolerance = TOLERANCES[precision].map_drop
     return {
         "pytorch": {key: pytorch[key] for key in keys},

@@ -265,9 +265,13 @@ def run_checks(
         reference, fake_quant, label = int8_export.map_models(student, fake_quant, quantization)
         result["map"] = map_check(reference, exported, options, precision, fake_quant)
         result["map"]["reference"] = label
-        delta = result["map"]["delta"]["metrics/mAP50-95(B)"]
+        deltas = {key: value for key, value in result["map"]["delta"].items() if "mAP50-95" in key}
+        worst = min(deltas, key=deltas.get)  # the largest drop: boxes, or the task's masks / keypoints
+        delta = deltas["metrics/mAP50-95(B)"]
         if result["map"]["failed"]:
-            problems.append(f"mAP50-95 {delta:+.4f} vs PyTorch, beyond the {precision} tolerance")
+            problems.append(
+                f"{worst.removeprefix('metrics/')} {deltas[worst]:+.4f} vs PyTorch, beyond the {precision} tolerance"
+            )
         if result["map"].get("fake_quant", {}).get("failed"):
             fake = result["map"]["fake_quant"]
             problems.append(
@@ -296,24 +300,37 @@ def task_channels(student) -> int:
     )
 
 
-def _predict(runner: runners.Runner, batch: np.ndarray) -> torch.Tensor:
-    """Run uint8 (N, 3, h, w) images through a runner in chunks of its fixed batch (last chunk padded)."""
+def _predict(runner: runners.Runner, batch: np.ndarray) -> list[torch.Tensor]:
+    """Run uint8 (N, 3, h, w) images through a runner in chunks of its fixed batch (last chunk padded); every output
+    of the model (segment: predictions and prototypes), each over the N images."""
     size = runner.fixed_batch or len(batch)
     outputs = []
     for start in range(0, len(batch), size):
         chunk = batch[start : start + size]
         padded = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), 0)]) if len(chunk) < size else chunk
         tensor = torch.from_numpy(padded).to(runner.device).float() / 255
-        outputs.append(runner(tensor)[: len(chunk)].float().cpu())
-    return torch.cat(outputs)
+        outputs.append([out[: len(chunk)].float().cpu() for out in runner.all_outputs(tensor)])
+    return [torch.cat(per_output) for per_output in zip(*outputs, strict=True)]
+
+
+def _reference_outputs(output: Any, task: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(predictions, prototypes or None) of a PyTorch model's eval output: ``(predictions, raw)``; segment models
+    ``((predictions, prototypes), raw)``."""
+    if isinstance(output, (list, tuple)):
+        output = output[0]  # drop the raw outputs
+    protos = output[1] if task == "segment" and isinstance(output, (list, tuple)) else None
+    while isinstance(output, (list, tuple)):
+        output = output[0]
+    return output, protos
 
 
 def parity_check(student, exported: Path, options: ExportOptions, precision: str) -> dict[str, Any]:
     """The export vs the fp32 PyTorch student on real images (the val split of data, else Ultralytics' assets).
 
     Task models are compared on their detections (boxes, scores, classes; OBB's rotated boxes by ProbIoU), which carry
-    the task's values (mask coefficients, keypoints, the angle) through the same NMS; segment prototypes (the second
-    output) are not compared here.
+    the task's values (mask coefficients, keypoints, the angle) through the same NMS; segment models also on their
+    second output, the mask prototypes (elementwise), and on the masks of the matched detections (mask IoU). The
+    result's ``compared`` says what was compared.
     """
     height, width = images.image_size(options.imgsz)
     files = images.split_images(options.data, "val") if options.data else images.default_images()
@@ -323,15 +340,18 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
     if hasattr(reference_model, "end2end"):
         reference_model.end2end = options.nms is False and runner.end2end
     with torch.inference_mode():
-        reference = reference_model(torch.from_numpy(batch).float() / 255)
-    while isinstance(reference, (list, tuple)):  # (predictions, raw) in eval; segment: ((predictions, protos), raw)
-        reference = reference[0]
+        reference, reference_protos = _reference_outputs(
+            reference_model(torch.from_numpy(batch).float() / 255), student.task
+        )
     reference_end2end = bool(getattr(reference_model, "end2end", False))
     score_tolerance = checks.TOLERANCES[precision].score_abs
+    exported_outputs = _predict(runner, batch)
+    if reference_protos is not None and len(exported_outputs) < 2:
+        raise ValueError(f"parity: {exported.name} has no prototype output (output1) for its segment model")
     result = checks.parity(
         reference,
         reference_end2end,
-        _predict(runner, batch),
+        exported_outputs[0],
         runner.end2end,
         len(student.names),
         max(height, width),
@@ -339,6 +359,8 @@ def parity_check(student, exported: Path, options: ExportOptions, precision: str
         margin=score_tolerance,
         tie=score_tolerance,
         rotated=student.task == "obb",
+        reference_protos=reference_protos,
+        exported_protos=exported_outputs[1] if reference_protos is not None else None,
     )
     result.update(
         images=[str(f) for f in images.pick(files, options.parity_images)],

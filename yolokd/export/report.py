@@ -20,8 +20,10 @@ def _parity_lines(parity: dict[str, Any]) -> list[str]:
         "",
         f"{found['reference_boxes']} PyTorch detections (score >= {found['conf']:g}) matched to the export's "
         f"{found['exported_boxes']} (score >= {found['export_conf']:g}): same class, best IoU, a match from IoU "
-        f"{found['match_iou']:g}. Pass/fail reads these; the raw-output differences below are information.",
+        f"{found['match_iou']:g}. Pass/fail reads these (and, for segment models, the prototypes and masks); the "
+        "raw-output differences below are information.",
         "",
+        *(["Compared:", *[f"- {item}" for item in parity["compared"]], ""] if parity.get("compared") else []),
         "| measure | value | tolerance |",
         "|---|---:|---:|",
     ]
@@ -31,7 +33,31 @@ def _parity_lines(parity: dict[str, Any]) -> list[str]:
         ("mean abs score diff of matched boxes", found.get("score_mean_abs"), f"<= {tolerance['score_abs']:g}"),
         ("min IoU of matched boxes", found.get("min_iou"), "information"),
         ("max abs score diff of matched boxes", found.get("score_max_abs"), "information"),
-        ("max abs diff, all outputs and anchors", parity.get("max_abs_diff"), "information"),
+        ("max abs diff of the matched boxes' task values", found.get("task_values_max_abs"), "information"),
+    ]
+    prototypes, masks = parity.get("prototypes"), parity.get("masks")
+    if prototypes is not None:
+        proto_limit = tolerance.get("proto_rel")
+        rows += [
+            (
+                "output1 prototypes: max abs diff / max abs PyTorch value",
+                prototypes["relative_max_diff"],
+                f"<= {proto_limit:g}" if proto_limit is not None else "information",
+            ),
+            ("output1 prototypes: max abs diff", prototypes["max_abs_diff"], "information"),
+            ("output1 prototypes: cosine similarity", prototypes["cosine"], "information"),
+        ]
+    if masks is not None:
+        rows += [
+            (
+                f"mean mask IoU of matched detections ({masks['matched']})",
+                masks["mean_mask_iou"],
+                f">= {tolerance['mask_iou']:g}",
+            ),
+            ("min mask IoU of matched detections", masks["min_mask_iou"], "information"),
+        ]
+    rows += [
+        ("max abs diff, output0, all anchors", parity.get("max_abs_diff"), "information"),
         ("max abs diff, boxes (px)", parity.get("max_abs_diff_boxes_px"), "information"),
         ("max abs diff, class scores", parity.get("max_abs_diff_scores"), "information"),
         ("cosine similarity of the raw outputs", parity.get("cosine"), "information"),
@@ -65,9 +91,11 @@ def _map_lines(result: dict[str, Any]) -> list[str]:
         if fake is None:
             lines.append(f"| {key} | {value:.4f} | {exported:.4f} | {delta:+.4f} |")
         else:
-            fake_value, fake_delta = fake["pytorch"][key], fake["delta"][key]
+            fake_value, fake_delta = fake["pytorch"].get(key), fake["delta"].get(key)  # boxes only
+            fake_cells = "- | " if fake_value is None else f"{fake_value:.4f} | "
             lines.append(
-                f"| {key} | {value:.4f} | {fake_value:.4f} | {exported:.4f} | {delta:+.4f} | {fake_delta:+.4f} |"
+                f"| {key} | {value:.4f} | {fake_cells}{exported:.4f} | {delta:+.4f} | "
+                + ("- |" if fake_delta is None else f"{fake_delta:+.4f} |")
             )
     return lines
 

@@ -60,6 +60,11 @@ class Runner:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def all_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of one call, in the export's order: ``[predictions]``, or for segment models
+        ``[predictions, prototypes (B, P, h, w)]``."""
+        return [self(images)]
+
     def gpu_ms(self) -> float | None:
         """GPU time of the last call measured by the runtime itself (CUDA events on its stream), ms; None if it has
         none (then a benchmark times the call on the caller's stream)."""
@@ -103,8 +108,15 @@ class TorchRunner(Runner):
 
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.all_outputs(images)[0]
+
+    @torch.inference_mode()
+    def all_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The eval outputs as the export has them: (predictions, raw) -> [predictions]; a segment model's
+        ((predictions, prototypes), raw) -> [predictions, prototypes]."""
         output = self.model(images.half() if self.precision == "fp16" else images)
-        return output[0] if isinstance(output, (list, tuple)) else output
+        output = output[0] if isinstance(output, (list, tuple)) else output
+        return list(output) if isinstance(output, (list, tuple)) else [output]
 
 
 def onnx_metadata(session_or_path: Any) -> dict[str, Any]:
@@ -176,8 +188,12 @@ class OrtRunner(Runner):
         )
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.all_outputs(images)[0]  # every output is computed (a benchmark times the whole graph)
+
+    def all_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every output of the graph (``output0``, and ``output1`` for segment models)."""
         array = images.detach().cpu().numpy().astype(self.input_dtype, copy=False)
-        return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
+        return [torch.from_numpy(out) for out in self.session.run(None, {self.input_name: array})]
 
 
 class TrtRunner(Runner):
@@ -222,6 +238,10 @@ class TrtRunner(Runner):
         return _TRT_TORCH_DTYPES[str(self.engine.get_tensor_dtype(name)).rsplit(".", 1)[-1]]
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.all_outputs(images)[0]
+
+    def all_outputs(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Every output binding of the engine, in its order, as float tensors on the GPU."""
         with torch.cuda.device(self.device):
             images = images.to(self.device, self._dtype(self.input_name)).contiguous()
             self.context.set_input_shape(self.input_name, tuple(images.shape))
@@ -236,7 +256,7 @@ class TrtRunner(Runner):
             self.stream.wait_stream(caller)  # the input and output buffers were made on the caller's stream
             enqueue_timed(self.context, self.stream, self.start, self.end, self.path.name)
             caller.wait_stream(self.stream)  # the caller reads the outputs after TensorRT wrote them
-        return outputs[0].float()
+        return [out.float() for out in outputs]
 
     def gpu_ms(self) -> float:
         """CUDA-event time of the last enqueue on this runner's stream, ms (waits for it to finish)."""

@@ -161,10 +161,26 @@ def test_obb_targets_are_the_rotated_assignment():
     )
 
 
-@pytest.mark.parametrize(("model_yaml", "loss_type"), STUDENTS, ids=STUDENT_IDS)
+@pytest.mark.parametrize(("model_yaml", "loss_type"), ALL_STUDENTS, ids=ALL_IDS)
+def test_target_boxes_stay_in_pixels_after_the_loss(model_yaml, loss_type):
+    """Every task's target boxes are the matched GT boxes in pixels once the loss has run: v8PoseLoss, PoseLoss26 and
+    v8OBBLoss divide their assigner's targets by the stride in place after the assignment (the pose ones made keypoint
+    KD's OKS area stride² too small, so its term sat at its weight)."""
+    model, batch = make_student(model_yaml), batch_for(model_yaml)
+    base = model.init_criterion()
+    _, _, targets = student_loss_and_targets(base, model(batch["img"]), batch)
+    for got in targets.values():
+        fg = got.fg_mask
+        matched = got.gt_boxes.gather(1, got.gt_index[..., None].expand(-1, -1, 4))
+        assert fg.any()
+        torch.testing.assert_close(got.target_boxes[fg], matched[fg])
+
+
+@pytest.mark.parametrize(("model_yaml", "loss_type"), ALL_STUDENTS, ids=ALL_IDS)
 def test_criterion_total_is_the_gt_loss_plus_batch_size_times_kd_terms(model_yaml, loss_type):
-    """``criterion(preds, batch)`` = sum of Ultralytics' loss vector + B x (sum of KD terms); items gain the terms."""
-    model, batch = make_student(model_yaml), make_batch()
+    """Every task: ``criterion(preds, batch)`` = sum of Ultralytics' loss vector + B x (sum of KD terms); items gain
+    the terms."""
+    model, batch = make_student(model_yaml), batch_for(model_yaml)
     base = model.init_criterion()
     preds = model(batch["img"])
     expected, expected_items = base(preds, batch)
@@ -222,14 +238,18 @@ def test_non_finite_terms_are_flagged_and_the_flag_is_sticky():
     assert criterion.nonfinite.tolist() == [True, False]
 
 
-def test_without_kd_terms_the_total_is_exactly_ultralytics():
-    """No methods (empty distiller): the criterion returns Ultralytics' own loss vector and items unchanged."""
-    model, batch = make_student("yolov8n.yaml"), make_batch()
+@pytest.mark.parametrize(("model_yaml", "loss_type"), ALL_STUDENTS, ids=ALL_IDS)
+def test_without_kd_terms_the_total_is_exactly_ultralytics(model_yaml, loss_type):
+    """Every task, no methods (empty distiller): the criterion returns Ultralytics' own loss vector and items
+    unchanged."""
+    model, batch = make_student(model_yaml), batch_for(model_yaml)
     base = model.init_criterion()
+    assert type(base) is loss_type
     preds = model(batch["img"])
     loss, items = DistillationCriterion(base, model, StubDistiller({}))(preds, batch)
     expected, expected_items = base(preds, batch)
     assert torch.equal(loss, expected) and items.keys() == expected_items.keys()
+    assert all(torch.equal(value, expected_items[name]) for name, value in items.items())
 
 
 def test_a_loss_without_an_assigner_is_refused():

@@ -133,3 +133,41 @@ def test_other_tasks_and_keypoint_shapes_are_refused():
         KeypointKDLoss(KeypointKDParams(), replace(POSE, task="detect", keypoint_shape=None), POSE)
     with pytest.raises(ValueError, match=r"teacher keypoint shape \[17, 3\], student \[2, 3\]"):
         KeypointKDLoss(KeypointKDParams(), replace(POSE, keypoint_shape=(17, 3)), POSE)
+
+
+def test_term_on_the_pose_losss_own_assignment_uses_pixel_areas():
+    """Through the criterion's capture of v8PoseLoss' assignment, a student 5 px (3, 4) off the teacher on every
+    keypoint of a 25.6 px object gives the hand value 12 · (1 - exp(-25 / (8 · 0.25² · 25.6²))) = 0.881, not the ~12 of
+    a stride²-small area (v8PoseLoss divides its target boxes by the stride in place after the assignment)."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.nn.tasks import PoseModel
+
+    from yolokd.engine.criterion import student_loss_and_targets
+
+    torch.manual_seed(0)
+    model = PoseModel("yolov8n-pose.yaml", nc=1, data_kpt_shape=(4, 3), verbose=False).train()
+    model.args = get_cfg()
+    box = torch.tensor([[0.5, 0.5, 0.4, 0.4]])  # normalised xywh: 25.6 x 25.6 px in a 64 px image
+    corners = box[:, None, :2] + torch.tensor([[-0.1, 0.0], [0.0, -0.1], [0.1, 0.0], [0.0, 0.1]])
+    batch = {
+        "img": torch.rand(1, 3, 64, 64),
+        "batch_idx": torch.zeros(1),
+        "cls": torch.zeros(1, 1),
+        "bboxes": box,
+        "keypoints": torch.cat((corners, torch.full((1, 4, 1), 2.0)), -1),
+    }
+    _, _, targets = student_loss_and_targets(model.init_criterion(), model(batch["img"]), batch)
+    target = targets["one2many"]
+    anchors, count = target.fg_mask.shape[1], 4
+    spec = replace(POSE, keypoint_shape=(count, 3))
+    teacher_keypoints = torch.rand(1, anchors, count, 2) * 64
+    offset = torch.tensor([3.0, 4.0])
+
+    def view(keypoints: torch.Tensor) -> View:
+        return replace(pose_view(keypoints, torch.zeros(1, anchors, count)), cls_logits=torch.zeros(1, anchors, 3))
+
+    terms = KeypointKDLoss(KeypointKDParams(), spec, spec)(
+        view(teacher_keypoints + offset), view(teacher_keypoints), target
+    )
+    assert bool(target.fg_mask.any())
+    torch.testing.assert_close(terms["kptkd_loc"], torch.tensor(12.0 * (1 - math.exp(-25.0 / (8 * 0.25**2 * 25.6**2)))))
