@@ -149,7 +149,7 @@ def test_a_renamed_field_is_read_under_its_former_name_with_a_warning(loss, old,
     """cwd's tau (now temperature) and dfd's hd_weight/ld_weight (now high/low_disparity_weight) still load, as the
     new field, with one warning line naming both; the saved experiment writes the new name."""
     warnings: list[str] = []
-    monkeypatch.setattr("yolokd.config.LOGGER.warning", warnings.append)
+    monkeypatch.setattr("yolokd.config_fields.LOGGER.warning", warnings.append)
     experiment = load_experiment(base_config(distill=[{"loss": loss, old: 2.5}]))
     assert getattr(experiment.distill[0].params, new) == 2.5
     assert warnings == [f"yolokd: distill.0.{old} is deprecated, renamed to '{new}'; read as {new}: 2.5"]

@@ -26,22 +26,22 @@ G-DetKD's queue), the random-number generators and the data set's mosaic buffer 
 
 from __future__ import annotations
 
-import json
 import math
 import random
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from yolokd.engine.balance_grads import GradReduce, SumsReduce, grad_norm, grad_squares, layer_concentration
+from yolokd.engine.balance_report import GT_TOTAL, BalanceReport, MethodBalance, TermBalance
+
 WEIGHT_MODES = ("auto", "paper")
 DATASET_CACHES = ("buffer", "ims", "im_hw0", "im_hw")  # Ultralytics BaseDataset lists that loading an image changes
-GT_TOTAL = "gt_total"
 
 
 @dataclass
@@ -72,156 +72,6 @@ class Balance:
             raise ValueError(f"batches={self.batches} must be >= 1")
         if self.start_epoch < 0:
             raise ValueError(f"start_epoch={self.start_epoch} must be >= 0")
-
-
-@dataclass
-class TermBalance:
-    """One measured quantity: its mean value per batch and the mean L2 norm of its gradient on the student.
-
-    ``grad_norm`` is None where it was not measured (the per-epoch update measures only what the scales need).
-    """
-
-    value: float
-    grad_norm: float | None
-
-
-@dataclass
-class MethodBalance:
-    """One method (loss module): its gradient share of the GT loss's before and after its scale."""
-
-    terms: list[str]
-    grad_norm: float
-    measured_share: float
-    grad_share: float
-    scale: float
-    concentration: float | None = None  # layer_concentration(); None where not measured (the per-epoch update)
-
-
-@dataclass
-class BalanceReport:
-    """Everything the balance step measured and decided; saved as ``kd_balance.json`` / ``.md`` and in kd_state."""
-
-    weight_mode: str
-    batches: int
-    gt: dict[str, TermBalance]
-    terms: dict[str, TermBalance]
-    methods: dict[str, MethodBalance] = field(default_factory=dict)
-
-    @property
-    def scales(self) -> dict[str, float]:
-        """Frozen scale of each method (1.0 in paper mode)."""
-        return {name: method.scale for name, method in self.methods.items()}
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> BalanceReport:
-        return cls(
-            weight_mode=data["weight_mode"],
-            batches=data["batches"],
-            gt={k: TermBalance(**v) for k, v in data["gt"].items()},
-            terms={k: TermBalance(**v) for k, v in data["terms"].items()},
-            methods={k: MethodBalance(**v) for k, v in data["methods"].items()},
-        )
-
-    def markdown(self) -> str:
-        """Two tables: every term next to the GT components, then each method's share and scale."""
-        gt_grad = self.gt[GT_TOTAL].grad_norm
-        lines = [
-            f"KD balance over the first {self.batches} batches (weight_mode: {self.weight_mode}); gradient norms on "
-            "the student's parameters, shares relative to the whole GT loss's.",
-            "",
-            "| term | value / batch | grad norm | grad share of GT |",
-            "|---|---:|---:|---:|",
-        ]
-        for name, term in {**self.gt, **self.terms}.items():
-            if term.grad_norm is None:
-                lines.append(f"| {name} | {term.value:.4g} | - | - |")
-                continue
-            share = term.grad_norm / gt_grad if gt_grad > 0 else math.nan
-            lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
-        lines += [
-            "",
-            "| method | terms | share at paper weights | target share | scale | share after scaling "
-            "| layer concentration (q90) |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-        for name, method in self.methods.items():
-            concentration = "-" if method.concentration is None else f"{method.concentration:.3g}"
-            lines.append(
-                f"| {name} | {', '.join(method.terms)} | {method.measured_share:.3g} | {method.grad_share:.3g} | "
-                f"{method.scale:.4g} | {method.measured_share * method.scale:.3g} | {concentration} |"
-            )
-        lines += [
-            "",
-            "Layer concentration: over the conv layers a method reaches, the 90th percentile of (its gradient norm / "
-            "the GT loss's) on one layer, divided by the same ratio over the whole student; about 1 when the method "
-            "pulls every layer as the GT loss does, large when its pull is concentrated near the features it reads "
-            "(yolokd.losses.base.FEATURE_GRAD_SHARE).",
-        ]
-        return "\n".join(lines) + "\n"
-
-    def write(self, folder: Path) -> tuple[Path, Path]:
-        """Write ``kd_balance.json`` and ``kd_balance.md`` into `folder`."""
-        folder.mkdir(parents=True, exist_ok=True)
-        json_path, md_path = folder / "kd_balance.json", folder / "kd_balance.md"
-        json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        md_path.write_text(self.markdown())
-        return json_path, md_path
-
-
-GradReduce = Callable[[list[Tensor | None], list[nn.Parameter]], list[Tensor]]
-SumsReduce = Callable[[dict[str, list[float | None]]], dict[str, list[float | None]]]
-
-
-def grad_norm(output: Tensor, params: list[nn.Parameter], reduce: GradReduce | None = None) -> float:
-    """L2 norm over `params` of d output / d params (0 for parameters the output does not reach)."""
-    return float(grad_squares(output, params, reduce).sum().sqrt())
-
-
-def grad_squares(output: Tensor, params: list[nn.Parameter], reduce: GradReduce | None = None) -> Tensor:
-    """(P,) squared L2 norm of d output / d param for each of `params` (0 where the output does not reach it).
-
-    ``reduce`` (DDP, :func:`yolokd.engine.ddp.sum_gradients`) sums each parameter's gradient over the ranks first:
-    the norm of the global batch's gradient, as one process on the whole batch measures it. Every rank takes part,
-    with no gradient (None) where its `output` does not reach a parameter.
-    """
-    if output.requires_grad:
-        grads = list(torch.autograd.grad(output, params, retain_graph=True, allow_unused=True))
-    elif reduce is None:
-        return torch.zeros(len(params))
-    else:
-        grads = [None] * len(params)
-    if reduce is not None:
-        grads = reduce(grads, params)
-    zero = torch.zeros((), device=params[0].device) if params else torch.zeros(())
-    return torch.stack([zero if g is None else g.detach().float().pow(2).sum() for g in grads]).cpu()
-
-
-def layer_concentration(
-    method_squares: Tensor, gt_squares: Tensor, is_conv: Tensor, quantile: float = 0.9
-) -> float | None:
-    """How much more a method pulls on the layers it pulls hardest than on the student as a whole, next to the GT.
-
-    Per conv weight the method reaches, ``r = ||g_method|| / ||g_GT||``, divided by the same ratio over all
-    parameters; returns the `quantile` of r (the next higher measured r; None when the method reaches no conv weight).
-    About 1 when the method's gradient is spread over the layers as the GT loss's is (methods on the head's outputs);
-    much larger when it is concentrated near the layer it reads (methods on intermediate features). A layer the GT
-    loss does not reach at all in the measured batches (a head level with no positive) counts as infinitely
-    concentrated.
-
-    Args:
-        method_squares: (P,) squared gradient norm of the method per parameter, summed over the measured batches.
-        gt_squares: (P,) the same for the whole GT loss.
-        is_conv: (P,) True for conv weights (parameters of 2 or more dimensions; norms and biases are left out).
-    """
-    reached = is_conv & (method_squares > 0)
-    if not bool(reached.any()) or not float(gt_squares.sum()) > 0:
-        return None
-    whole = (method_squares.sum() / gt_squares.sum()).sqrt()
-    ratios = (method_squares[reached] / gt_squares[reached]).sqrt() / whole  # x / 0 = inf: a layer GT never reaches
-    return float(torch.quantile(ratios.double(), quantile, interpolation="higher"))  # "linear" makes inf * 0 = NaN
 
 
 def method_scales(
@@ -277,6 +127,80 @@ def preserved_state(modules: Iterable[nn.Module], dataset: Any = None) -> Iterat
             getattr(dataset, name)[:] = items
 
 
+@dataclass
+class BalanceSums:
+    """The balance batches added up: per quantity [value sum, gradient-norm sum (None: not measured)], the
+    per-parameter squared gradient norms of the GT loss and of each method (``detail`` only, for
+    ``layer_concentration``), the GT component names and the number of batches."""
+
+    sums: dict[str, list[float | None]] = field(default_factory=dict)
+    layer_squares: dict[str, Tensor] = field(default_factory=dict)
+    gt_names: tuple[str, ...] = ()
+    count: int = 0
+
+    def add(
+        self,
+        values: dict[str, Tensor],
+        batch_size: int,
+        params: list[nn.Parameter],
+        detail: bool,
+        reduce_grads: GradReduce | None,
+    ) -> None:
+        """Add one batch's values (per image) and the gradient norms that ``detail`` asks for."""
+        for name, value in values.items():
+            entry = self.sums.setdefault(name, [0.0, 0.0])
+            entry[0] += float(value.detach()) / batch_size
+            if detail and (name == GT_TOTAL or name.startswith("method:")):
+                squares = grad_squares(value, params, reduce_grads)
+                self.layer_squares[name] = self.layer_squares.get(name, 0) + squares
+                entry[1] += float(squares.sum().sqrt())
+            elif detail or name == GT_TOTAL or name.startswith("method:"):
+                entry[1] += grad_norm(value, params, reduce_grads)
+            else:
+                entry[1] = None
+        self.count += 1
+
+
+def batch_values(
+    gt_parts: dict[str, Tensor], terms: dict[str, Tensor], methods: dict[str, tuple[str, ...]], batch_size: int
+) -> dict[str, Tensor]:
+    """One batch's GT components, their total (``GT_TOTAL``), every KD term and each method's sum
+    (``method:<name>``); KD terms times the batch size, as the trainer adds them to the GT loss."""
+    values = {**gt_parts, GT_TOTAL: torch.stack(list(gt_parts.values())).sum()}
+    values.update({name: term * batch_size for name, term in terms.items()})
+    for method, names in methods.items():
+        values[f"method:{method}"] = torch.stack([terms[n] for n in names]).sum() * batch_size
+    return values
+
+
+def sum_batches(
+    model: nn.Module, criterion: Any, batches: Iterable[dict[str, Any]], detail: bool, reduce_grads: GradReduce | None
+) -> BalanceSums:
+    """Run the student in train mode on every batch and add up what the balance measures."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    methods = criterion.distiller.method_terms()
+    totals = BalanceSums()
+    model.train()
+    for batch in batches:
+        gt_parts, terms = criterion.loss_parts(model(batch["img"]), batch)
+        batch_size = batch["img"].shape[0]
+        totals.gt_names = tuple(gt_parts)
+        totals.add(batch_values(gt_parts, terms, methods, batch_size), batch_size, params, detail, reduce_grads)
+    return totals
+
+
+def check_finite(sums: dict[str, list[float | None]], term_names: Iterable[str], detail: bool) -> None:
+    """Raise FloatingPointError naming the KD terms whose value (or, with ``detail``, gradient norm) is not finite."""
+    bad = [
+        name for name in term_names if not math.isfinite(sums[name][0]) or (detail and not math.isfinite(sums[name][1]))
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"KD term(s) {bad} became NaN/Inf at the KD balance measurement; no optimiser step used them. "
+            "Check the teacher checkpoint and the term's weights"
+        )
+
+
 def measure_balance(
     model: nn.Module,
     criterion: Any,
@@ -302,56 +226,22 @@ def measure_balance(
         reduce_sums: under DDP, averages each term's [value sum, gradient-norm sum] over the ranks
             (:func:`yolokd.engine.ddp.average_sums`), so every rank decides the same scales.
     """
-    params = [p for p in model.parameters() if p.requires_grad]
-    is_conv = torch.tensor([p.ndim > 1 for p in params], dtype=torch.bool)
+    is_conv = torch.tensor([p.ndim > 1 for p in model.parameters() if p.requires_grad], dtype=torch.bool)
     methods = criterion.distiller.method_terms()
-    sums: dict[str, list[float | None]] = {}
-    layer_squares: dict[str, Tensor] = {}  # per-parameter squared gradient norms (detail only): layer_concentration
-    gt_names: tuple[str, ...] = ()
-    count = 0
-    model.train()
-    for batch in batches:
-        gt_parts, terms = criterion.loss_parts(model(batch["img"]), batch)
-        batch_size = batch["img"].shape[0]
-        gt_names = tuple(gt_parts)
-        values = {**gt_parts, GT_TOTAL: torch.stack(list(gt_parts.values())).sum()}
-        values.update({name: term * batch_size for name, term in terms.items()})
-        for method, names in methods.items():
-            values[f"method:{method}"] = torch.stack([terms[n] for n in names]).sum() * batch_size
-        for name, value in values.items():
-            entry = sums.setdefault(name, [0.0, 0.0])
-            entry[0] += float(value.detach()) / batch_size
-            if detail and (name == GT_TOTAL or name.startswith("method:")):
-                squares = grad_squares(value, params, reduce_grads)
-                layer_squares[name] = layer_squares.get(name, 0) + squares
-                entry[1] += float(squares.sum().sqrt())
-            elif detail or name == GT_TOTAL or name.startswith("method:"):
-                entry[1] += grad_norm(value, params, reduce_grads)
-            else:
-                entry[1] = None
-        count += 1
-    if reduce_sums is not None:
-        sums = reduce_sums(sums)
-    if count == 0:
+    totals = sum_batches(model, criterion, batches, detail, reduce_grads)
+    sums = totals.sums if reduce_sums is None else reduce_sums(totals.sums)
+    if totals.count == 0:
         raise ValueError("KD balance: no training batch to measure on; the training set is empty")
-    bad = [
-        name
-        for name in criterion.distiller.term_names
-        if not math.isfinite(sums[name][0]) or (detail and not math.isfinite(sums[name][1]))
-    ]
-    if bad:
-        raise FloatingPointError(
-            f"KD term(s) {bad} became NaN/Inf at the KD balance measurement; no optimiser step used them. "
-            "Check the teacher checkpoint and the term's weights"
-        )
+    check_finite(sums, criterion.distiller.term_names, detail)
+    count, squares = totals.count, totals.layer_squares
     mean = {
         name: TermBalance(value / count, None if norm is None else norm / count) for name, (value, norm) in sums.items()
     }
-    gt = {name: mean[name] for name in (*gt_names, GT_TOTAL)}
+    gt = {name: mean[name] for name in (*totals.gt_names, GT_TOTAL)}
     method_grads = {m: mean[f"method:{m}"].grad_norm for m in methods}
     scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode)
     gt_grad = gt[GT_TOTAL].grad_norm
-    report = BalanceReport(
+    return BalanceReport(
         weight_mode=mode,
         batches=count,
         gt=gt,
@@ -363,11 +253,23 @@ def measure_balance(
                 measured_share=method_grads[m] / gt_grad if gt_grad > 0 else math.nan,
                 grad_share=shares[m],
                 scale=scales[m],
-                concentration=layer_concentration(layer_squares[f"method:{m}"], layer_squares[GT_TOTAL], is_conv)
+                concentration=layer_concentration(squares[f"method:{m}"], squares[GT_TOTAL], is_conv)
                 if detail
                 else None,
             )
             for m in methods
         },
     )
-    return report
+
+
+# the report and gradient helpers live in balance_report and balance_grads; the trainer and tests import them from here
+__all__ = [
+    "GT_TOTAL",
+    "Balance",
+    "BalanceReport",
+    "grad_norm",
+    "layer_concentration",
+    "measure_balance",
+    "method_scales",
+    "preserved_state",
+]

@@ -2,6 +2,9 @@
 
 Modules (import them directly; this package imports nothing heavy):
     exporter    ``export_model``: Ultralytics' exporter + plan/sidecar + checks + report
+    export_args ``YOLO.export`` arguments for the options, and for the plain export the graph is compared with
+    engine_files  ``.plan`` + ``.trt.json`` of an engine built here; build recipe (+ calibration) for the device
+    verify      runs the checks: parity on real images, mAP on data's val split, a plain export's graph
     profiles    ``ExportOptions`` and target profiles (``export/*.yaml``)
     checks      ONNX graph checks, numerical parity, mAP delta, graph signature (no KD residue)
     benchmark   ``run_benchmark``: per-stage latency of .pt / .onnx / .engine, sweeps, reports

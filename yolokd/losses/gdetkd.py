@@ -69,7 +69,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from ultralytics.utils import LOGGER, colorstr
 
@@ -77,108 +76,14 @@ from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
 from yolokd.losses.common import match_predictions
 from yolokd.losses.gdetkd_rois import RepresentationQueue, RoiBatch, ckd_negative_mask, pool_rois, sample_rois
+from yolokd.losses.gdetkd_terms import RoiKeyEmbedding, ckd_loss, semantic_level_weights, sgfi_loss
+from yolokd.losses.gdetkd_transfer import HeadTransfer, transfer_head
 from yolokd.views import HeadSpec, Targets, View, same_anchor_layout
 
 if TYPE_CHECKING:
     from yolokd.heads.base import HeadAdapter
 
 CKD_POINTS = 4  # RoIAlign points per side averaged into one CKD representation
-
-
-def semantic_level_weights(student_keys: Tensor, teacher_keys: Tensor, temperature: Tensor | float) -> Tensor:
-    """SGFI level weights ``α = softmax_l(K_s^l · K_t / τ)``.
-
-    Args:
-        student_keys: (N, L, K) embeddings of each RoI's adapted student feature of every level.
-        teacher_keys: (N, K) embeddings of each RoI's teacher feature.
-        temperature: τ > 0 (a 0-d tensor to train it).
-
-    Returns:
-        (N, L) weights; every row sums to 1.
-    """
-    return (torch.einsum("nlk,nk->nl", student_keys, teacher_keys) / temperature).softmax(dim=1)
-
-
-def sgfi_loss(adapted_student_rois: Tensor, teacher_rois: Tensor, level_weights: Tensor) -> Tensor:
-    """Per-RoI ``MSE(Σ_l α^l f_adapt(S^l), T)``.
-
-    Args:
-        adapted_student_rois: (N, L, D, S, S) student RoI features of every level at the teacher's width D.
-        teacher_rois: (N, D, S, S) teacher RoI features (detached here).
-        level_weights: (N, L) α.
-
-    Returns:
-        (N,) mean squared error of each RoI over its D·S·S elements.
-    """
-    aggregated = torch.einsum("nl,nldhw->ndhw", level_weights, adapted_student_rois)
-    return (aggregated - teacher_rois.detach()).pow(2).flatten(1).mean(dim=1)
-
-
-def ckd_loss(
-    student_embed: Tensor, teacher_embed: Tensor, queue_embed: Tensor, negative_mask: Tensor, temperature: float
-) -> Tensor:
-    """Per-RoI InfoNCE ``-log g(i, i) / (g(i, i) + Σ_{j negative} g(i, j))``, ``g = exp(cos(z_s, z_t) / γ)``.
-
-    Args:
-        student_embed: (N, P) projected student representations (any scale: cosine).
-        teacher_embed: (N, P) projected teacher representations of the same RoIs (row i = RoI i's positive).
-        queue_embed: (Q, P) projected queue representations (Q may be 0).
-        negative_mask: (N, N + Q) bool, True where column j (``teacher_embed`` rows, then ``queue_embed`` rows) is a
-            negative of RoI i. Column i (the positive) is always counted, whatever the mask says.
-        temperature: γ > 0.
-
-    Returns:
-        (N,) loss of each RoI.
-    """
-    student = F.normalize(student_embed, dim=1)
-    keys = F.normalize(torch.cat((teacher_embed, queue_embed)), dim=1)
-    logits = student @ keys.T / temperature
-    positive = torch.eye(*logits.shape, dtype=torch.bool, device=logits.device)
-    masked = logits.masked_fill(~(negative_mask | positive), float("-inf"))
-    return torch.logsumexp(masked, dim=1) - logits.diagonal()
-
-
-@dataclass
-class HeadTransfer:
-    """What ``transfer_head`` did: names of the copied tensors, and of the kept ones with the reason."""
-
-    copied: list[str]
-    skipped: list[str]
-
-
-@torch.no_grad()
-def transfer_head(teacher_state: dict[str, Tensor], student_state: dict[str, Tensor]) -> HeadTransfer:
-    """Copy, in place, every teacher tensor whose name and shape match the student's.
-
-    Args:
-        teacher_state: the teacher head's parameters and buffers by name (``HeadAdapter.head_state()``).
-        student_state: the student head's, sharing storage with the student (the copies land in the model).
-    """
-    copied, skipped = [], []
-    for name, tensor in student_state.items():
-        source = teacher_state.get(name)
-        if source is None:
-            skipped.append(f"{name} (not in the teacher)")
-        elif source.shape != tensor.shape:
-            skipped.append(f"{name} (student {tuple(tensor.shape)}, teacher {tuple(source.shape)})")
-        else:
-            tensor.copy_(source)
-            copied.append(name)
-    return HeadTransfer(copied, skipped)
-
-
-class RoiKeyEmbedding(nn.Sequential):
-    """``f_embed``: Conv3x3/2 -> ReLU -> Conv3x3/2 -> ReLU -> mean over cells; (N, D, S, S) -> (N, K)."""
-
-    def __init__(self, in_channels: int, key_channels: int) -> None:
-        super().__init__(
-            nn.Conv2d(in_channels, key_channels, kernel_size=3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(key_channels, key_channels, kernel_size=3, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
-        )
 
 
 @dataclass
@@ -375,6 +280,7 @@ class GDetKDLoss(DistillLoss):
         return (per_roi * rois.valid).sum()
 
 
+# the functional core lives in gdetkd_terms and gdetkd_transfer; tests import it from here too
 __all__ = [
     "GDetKDLoss",
     "GDetKDParams",

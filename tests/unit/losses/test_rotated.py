@@ -10,7 +10,7 @@ from ultralytics.utils.metrics import probiou
 
 from yolokd.losses.bckd import bckd_rotated_loc_loss
 from yolokd.losses.masks import points_in_boxes
-from yolokd.losses.pgd import _gt_scores_and_ious
+from yolokd.losses.pgd_masks import _gt_scores_and_ious
 from yolokd.views import enclosing_boxes
 
 
