@@ -54,6 +54,8 @@ class View:
             in radians); ``box_output`` holds the ltrb distances in each box's own rotated frame.
         keypoints: pose heads only, else None: (B, A, K, 2) decoded keypoints (x, y), pixels (K keypoints).
         keypoint_visibility: pose heads with a visibility channel only, else None: (B, A, K) visibility logits.
+        centerness: heads with a centerness branch only (FCOS; ``HeadSpec.centerness``), else None: (B, A) centerness
+            logits (pre-sigmoid), one per anchor.
     """
 
     feats: list[Tensor]
@@ -71,6 +73,7 @@ class View:
     rboxes: Tensor | None = None
     keypoints: Tensor | None = None
     keypoint_visibility: Tensor | None = None
+    centerness: Tensor | None = None
 
     @property
     def batch_size(self) -> int:
@@ -179,6 +182,8 @@ class HeadSpec:
         anchors_per_cell: k, predictions per cell (1 for anchor-free heads, 9 for RetinaNet).
         anchor_shapes: anchor-based heads only, else empty: (w, h) of each of a cell's k anchor boxes, in strides
             (the same at every level), in the order of the layout.
+        centerness: True when the head predicts a centerness logit per anchor (FCOS): its views fill
+            ``View.centerness`` and its adapter's ``run_tail_outputs`` returns it from the box tower's tail.
     """
 
     family: str
@@ -193,6 +198,7 @@ class HeadSpec:
     keypoint_shape: tuple[int, int] | None = None
     anchors_per_cell: int = 1
     anchor_shapes: tuple[tuple[float, float], ...] = ()
+    centerness: bool = False
 
     @property
     def num_levels(self) -> int:

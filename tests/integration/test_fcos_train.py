@@ -1,5 +1,6 @@
 """FCOS students end to end on the synthetic set: a 1-epoch GT-only run exported to ONNX (checks in onnxruntime),
-and 1-epoch KD runs (YOLOv8s -> FCOS-n with every method that applies, FCOS-s -> FCOS-n with PGD and CrossKD)."""
+and 1-epoch KD runs (YOLOv8s -> FCOS-n with every method that applies, FCOS-s -> FCOS-n with PGD, BCKD and CrossKD with
+its centerness term, FCOS-s -> YOLOv8n with CrossKD's centerness term)."""
 
 from __future__ import annotations
 
@@ -36,13 +37,18 @@ def _train(data: Path, folder: Path, model: str, teacher: Path | None = None, di
     return train_experiment(load_experiment(experiment))
 
 
-def _assert_every_term_finite_and_positive(run_dir: Path, distill: list[dict]) -> None:
+def _results(run_dir: Path) -> dict[str, float]:
     with open(run_dir / "results.csv") as f:
         (row,) = [{k.strip(): float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    return row
+
+
+def _assert_every_term_finite_and_positive(run_dir: Path, distill: list[dict]) -> None:
+    row = _results(run_dir)
     names = [
         f"{split}/{entry['loss']}_{suffix}"
         for entry in distill
-        for suffix in LOSSES[entry["loss"]].term_suffixes
+        for suffix in LOSSES[entry["loss"]].term_suffixes + (("ctr",) if entry.get("ctr_weight") else ())
         for split in ("train", "val")
     ]
     bad = {name: row.get(name) for name in names if not (math.isfinite(row.get(name, math.nan)) and row[name] > 0)}
@@ -64,16 +70,40 @@ def test_gt_only_run_exports_to_onnx(fcos_data, tmp_path):
 
 
 def test_every_applicable_method_from_a_yolov8_teacher(fcos_data, calibrated_teacher, tmp_path):
-    """Mixed pair, YOLOv8s -> FCOS-n: every method but LD; every term finite and > 0 in training and validation."""
+    """Mixed pair, YOLOv8s -> FCOS-n: every method but LD; every term finite and > 0 in training and validation; no
+    centerness term (the teacher has none; CrossKD's is off by default)."""
     distill = [{"loss": name} for name in METHODS]
     run_dir = _train(fcos_data, tmp_path, "fcos-yolov8n.yaml", calibrated_teacher("yolov8s.yaml"), distill)
     _assert_every_term_finite_and_positive(run_dir, distill)
+    assert not [name for name in _results(run_dir) if "ctr" in name and "crosskd" in name]
+
+
+def test_crosskd_centerness_is_refused_for_a_yolo_teacher(fcos_data, teacher_checkpoint, tmp_path):
+    """CrossKD's centerness term distils the teacher's centerness: a YOLOv8s teacher is refused when the run is
+    built, naming the fix."""
+    with pytest.raises(ValueError, match=r"ctr_weight=1.0 .*has no centerness branch; set ctr_weight: 0"):
+        _train(
+            fcos_data,
+            tmp_path,
+            "fcos-yolov8n.yaml",
+            teacher_checkpoint("yolov8s.yaml"),
+            [{"loss": "crosskd", "ctr_weight": 1.0}],
+        )
 
 
 def test_homogeneous_fcos_pair(fcos_data, calibrated_teacher, tmp_path):
-    """FCOS-s -> FCOS-n: PGD and CrossKD at stage 3 (GIoU box term: FCOS teachers regress ltrb), BCKD."""
-    distill = [{"loss": "pgd"}, {"loss": "crosskd", "stage": 3}, {"loss": "bckd"}]
+    """FCOS-s -> FCOS-n: PGD, CrossKD at stage 3 (GIoU box term: FCOS teachers regress ltrb) with its centerness term
+    (``crosskd_ctr``, ctr_weight 1.0 as the authors' ATSS config), BCKD."""
+    distill = [{"loss": "pgd"}, {"loss": "crosskd", "stage": 3, "ctr_weight": 1.0}, {"loss": "bckd"}]
     run_dir = _train(fcos_data, tmp_path, "fcos-yolov8n.yaml", calibrated_teacher("fcos-yolov8s.yaml"), distill)
+    _assert_every_term_finite_and_positive(run_dir, distill)
+
+
+def test_fcos_teacher_to_yolo_student(fcos_data, calibrated_teacher, tmp_path):
+    """FCOS-s -> YOLOv8n: CrossKD (stage 1) with the centerness term: the student's features cross into the teacher's
+    box tower and centerness predictor; every term finite and > 0."""
+    distill = [{"loss": "crosskd", "ctr_weight": 1.0}]
+    run_dir = _train(fcos_data, tmp_path, "yolov8n.yaml", calibrated_teacher("fcos-yolov8s.yaml"), distill)
     _assert_every_term_finite_and_positive(run_dir, distill)
 
 

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from yolokd.views import HeadSpec, View
+from yolokd.views import PREACTIVATION, HeadSpec, View
 
 RawOutputs = dict[str, Any]  # one branch's raw head outputs, in the family's own format
 
@@ -94,6 +94,17 @@ class HeadAdapter(ABC):
         self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
     ) -> Tensor:
         """Run one level's tower of this head from ``stage`` to its predictor on a foreign input ``x`` (CrossKD)."""
+
+    def run_tail_outputs(
+        self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
+    ) -> dict[str, Tensor]:
+        """As :meth:`run_tail`, with every output the head computes from that tower's tail, by name.
+
+        ``{"box" or "cls": run_tail's output}``, plus the family's extra outputs on that tower (FCOS's box tower:
+        ``"centerness"`` (B, k, H_l, W_l) logits, from the same tower output). Heads without extra outputs: only
+        run_tail's.
+        """
+        return {part.removesuffix(PREACTIVATION): self.run_tail(branch, part, level, stage, x, preactivation)}
 
     @abstractmethod
     def raw_outputs(self) -> AbstractContextManager[None]:

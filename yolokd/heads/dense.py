@@ -6,8 +6,12 @@ runs through in turn, then a 3x3 predictor per branch and a learnable scale per 
 have the Detect layout (``boxes`` (B, 4R, A), ``scores`` (B, C, A), ``feats``), so views are built and boxes decoded as
 for a Detect head (DFL expectation for R > 1, ltrb for FCOS's R = 1); what differs is where the stages are: one shared
 module per stage, called once per level (the recorder stores its outputs per level, in call order), and the tail that
-CrossKD runs is the shared tower from a stage on, the predictor and that level's scale. FCOS's centerness branch is
-trained by its GT loss only (no method distils it).
+CrossKD runs is the shared tower from a stage on, the predictor and that level's scale.
+
+FCOS's centerness: its views carry the centerness logits (``View.centerness``, ``HeadSpec.centerness``) and
+``run_tail_outputs`` of the box tower returns the centerness the head computes from the tail's box-tower output (its
+``centerness_on_reg``), so a method reads them here, never in the module. Which methods distil it: see the README
+(CrossKD only, off by default as in its FCOS config; ``ctr_weight``).
 
 RetinaNet is the same shape with k = 9 anchors per cell (its spec says how many and their boxes; its views hold A =
 Σ H W k anchors, a cell's k in a row) and towers without normalisation (a stage's pre-activation is its conv output,
@@ -20,13 +24,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from yolokd.heads.base import RawOutputs
 from yolokd.heads.detect import DetectHeadAdapter
 from yolokd.models.anchors import anchor_boxes, decode_deltas
 from yolokd.models.dense_head import SharedTowerDetect
 from yolokd.models.fcos import FCOSDetect
 from yolokd.models.gfl import GFLDetect
 from yolokd.models.retinanet import RetinaNetDetect
-from yolokd.views import PREACTIVATION, HeadSpec
+from yolokd.views import PREACTIVATION, HeadSpec, View
 
 
 class SharedTowerHeadAdapter(DetectHeadAdapter):
@@ -55,7 +60,20 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
             task=self.task,
             anchors_per_cell=per_cell,
             anchor_shapes=tuple(getattr(head, "anchor_shapes", ())),
+            centerness=self.has_centerness,
         )
+
+    @property
+    def has_centerness(self) -> bool:
+        """True for heads with a centerness predictor on the box tower (FCOS)."""
+        return isinstance(getattr(self.head, "centerness_pred", None), nn.Module)
+
+    def build_view(self, raw: RawOutputs, stages: dict[str, list[list[Tensor]]] | None = None) -> View:
+        """As :meth:`DetectHeadAdapter.build_view`; FCOS views also carry the (B, A) centerness logits."""
+        view = super().build_view(raw, stages)
+        if self.has_centerness:
+            view.centerness = raw["centerness"].flatten(1)  # (B, k, A) with k = 1 -> (B, A)
+        return view
 
     def tower(self, part: str) -> nn.Sequential:
         """The shared tower of ``box`` or ``cls`` (``*_preact`` names the same tower)."""
@@ -81,6 +99,18 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
             (B, k*4R, H_l, W_l) box output (scaled as the head scales it) or (B, k*C, H_l, W_l) class logits, the
             predictor's channels (``yolokd.views.flatten_anchors`` puts them in the views' anchor layout).
         """
+        return self._tail_outputs(part, level, stage, x, preactivation, extras=False)[part.removesuffix(PREACTIVATION)]
+
+    def run_tail_outputs(
+        self, branch: str, part: str, level: int, stage: int, x: Tensor, preactivation: bool = False
+    ) -> dict[str, Tensor]:
+        """As :meth:`run_tail`, by name; for FCOS's box tower also ``"centerness"``: (B, 1, H_l, W_l) logits of the
+        head's centerness predictor on the same tail output (``centerness_on_reg``), differentiable in ``x`` alike."""
+        return self._tail_outputs(part, level, stage, x, preactivation, extras=True)
+
+    def _tail_outputs(
+        self, part: str, level: int, stage: int, x: Tensor, preactivation: bool, extras: bool
+    ) -> dict[str, Tensor]:
         stages = self.spec.num_stages
         if not 0 <= stage <= stages:
             raise ValueError(f"stage={stage} is out of range: this tower has stages 0..{stages}")
@@ -93,8 +123,12 @@ class SharedTowerHeadAdapter(DetectHeadAdapter):
             if preactivation:
                 out = tower[stage - 1].act(out)
             out = tower[stage:](out)
-            out = self.head.box_output(level, out) if base_part == "box" else self.head.cls_pred(out)
-        return out.to(x.dtype)
+            if base_part == "cls":
+                return {"cls": self.head.cls_pred(out).to(x.dtype)}
+            outputs = {"box": self.head.box_output(level, out)}
+            if extras and self.has_centerness:
+                outputs["centerness"] = self.head.centerness_pred(out)
+        return {name: value.to(x.dtype) for name, value in outputs.items()}
 
 
 class RetinaNetHeadAdapter(SharedTowerHeadAdapter):

@@ -20,6 +20,10 @@ anchor by anchor, as the paper's ``b_i = Decoder(A_i, o_i)``; when the layouts d
 student's other anchors of that cell get no KD gradient, so the GT loss alone keeps them negative where their anchor
 box does not fit the object. N_pos stays the student's positive anchors.
 
+Centerness (FCOS): not distilled, as in the reference: the paper defines the cls and loc terms only, for every
+detector it reports (FCOS included, Table 2), and never mentions centerness; the released code (``configs/bckd/``) has
+GFL settings only. An FCOS student's centerness learns from its GT loss.
+
 OBB (rotated boxes): GIoU has no rotated form; ``bckd_loc`` is ``1 - ProbIoU(b_s, b_t)`` on the decoded xywhr
 boxes (Ultralytics' ``probiou``, the IoU its OBB loss and assigner use; Llerena et al., arXiv:2106.06072), which
 compares the boxes as 2-D Gaussians and so includes the angle (modulo pi; a square's angle is free, as it is for

@@ -40,6 +40,17 @@ YOLO adaptation:
   ltrb distances, which live in the frame of the teacher's angle at that anchor (the cross-head box and the
   teacher's box share it): the DFL KL for DFL heads, and for OBB26 (reg_max = 1) the GIoU of the two boxes in that
   frame (the adapter's ``decode_in_box_frame``).
+- Centerness (teachers with a centerness branch: FCOS). Off by default, as in the authors' FCOS config
+  (``configs/crosskd/crosskd_r50_fcos_r101-2x-ms_caffe_fpn_gn-head_2x_ms_coco.py``: ``CrossKDFCOS`` computes the
+  cross-head centerness but no loss reads it; only cls and box KD). Their ATSS config
+  (``crosskd_r50_atss_r101_fpn_1x_coco.py``, ``CrossKDATSS``) distils it: ``loss_center_kd`` =
+  ``BCE(ĉ_a, σ(c_t,a))`` over the student's positive anchors / N_pos, weight 1.0, ĉ the teacher's centerness predictor
+  on the cross-head box tower. ``ctr_weight > 0`` adds that term as ``crosskd_ctr`` (``ctr_weight: 1.0`` = the ATSS
+  config) for a teacher with a centerness branch; the student needs none (its features cross). A teacher without one
+  (YOLO, GFL, RetinaNet) has no cross-head centerness: ``ctr_weight > 0`` is refused when the run is built. It is a
+  plain BCE with soft targets, as in the code: its value at ĉ = c_t is the teacher's binary entropy, not 0 (its
+  gradient is 0 there). The positives are the student's; under a different anchor layout, a teacher anchor is
+  positive when its cell holds a student positive, and the sum is divided by the number of such teacher anchors.
 """
 
 from __future__ import annotations
@@ -48,6 +59,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss
 
@@ -76,6 +88,30 @@ def _centred_moments(feat: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     centred = feat - mean
     std = torch.linalg.vector_norm(centred, dim=dims, keepdim=True) / (feat.numel() // feat.shape[1]) ** 0.5
     return centred, mean, std
+
+
+def center_kd_loss(cross_logits: Tensor, teacher_logits: Tensor, weights: Tensor | None = None) -> Tensor:
+    """Centerness KD of CrossKD's ATSS config (``loss_center_kd``: sigmoid cross-entropy with soft targets), summed.
+
+    Args:
+        cross_logits: (...) cross-head centerness logits.
+        teacher_logits: (...) teacher centerness logits (detached here).
+        weights: (...) per-anchor weights (e.g. 1 on positives, 0 elsewhere), or None for all ones.
+
+    Returns:
+        0-d tensor: ``Σ w · BCE(ĉ, σ(c_t))``, BCE = ``-(p log σ(ĉ) + (1 - p) log(1 - σ(ĉ)))``, p = σ(c_t).
+    """
+    bce = F.binary_cross_entropy_with_logits(cross_logits, teacher_logits.detach().sigmoid(), reduction="none")
+    return (bce if weights is None else bce * weights).sum()
+
+
+def positives_in_layout(fg_mask: Tensor, student_per_cell: int, teacher_per_cell: int) -> Tensor:
+    """(B, A_s) student positive anchors -> (B, A_t) in the teacher's anchor layout: the mask itself when both have k
+    anchors per cell, else every teacher anchor of a cell that holds a student positive."""
+    if student_per_cell == teacher_per_cell:
+        return fg_mask
+    cells = fg_mask.unflatten(-1, (-1, student_per_cell)).any(-1)  # (B, cells)
+    return cells.repeat_interleave(teacher_per_cell, dim=1)
 
 
 def moment_align(student_feat: Tensor, teacher_feat: Tensor) -> Tensor:
@@ -109,12 +145,15 @@ class CrossKDParams(LossParams):
         cls_weight: weight of the cross-head classification KD (binary KD, / N_pos).
         loc_weight: weight of the cross-head box KD (DFL KL / Σ w, or GIoU / N_pos for reg_max=1 teachers).
         temperature: T of the DFL KL (the KL is multiplied by T²).
+        ctr_weight: weight of the cross-head centerness KD ``crosskd_ctr`` (teachers with a centerness branch, FCOS);
+            0 = off, as in the authors' FCOS config; 1.0 = their ATSS config's ``loss_center_kd``.
     """
 
     stage: int = 1
     cls_weight: float = 1.0
     loc_weight: float = 4.0
     temperature: float = 1.0
+    ctr_weight: float = 0.0
 
     positive_fields = ("temperature",)
 
@@ -134,7 +173,8 @@ class CrossKDParams(LossParams):
 
 
 class CrossKDLoss(DistillLoss):
-    """CrossKD on a YOLO head: ``crosskd_cls`` and ``crosskd_loc`` from the student-into-teacher cross-head pass."""
+    """CrossKD on a YOLO head: ``crosskd_cls`` and ``crosskd_loc`` from the student-into-teacher cross-head pass (+
+    ``crosskd_ctr`` with ``ctr_weight > 0``)."""
 
     name = "crosskd"
     Params = CrossKDParams
@@ -145,6 +185,8 @@ class CrossKDLoss(DistillLoss):
     ) -> None:
         super().__init__(params, teacher_head, student_head)
         self.teacher_adapter = teacher_adapter  # a plain object: the teacher never joins this module's params
+        if params.ctr_weight > 0:
+            self.term_suffixes = ("cls", "loc", "ctr")
         stage = params.stage
         # Cut at a stage's pre-activation (the teacher applies its own activation), except before the teacher's
         # predictor (stage == its stage count), where the student's last stage output goes in as it is.
@@ -171,6 +213,12 @@ class CrossKDLoss(DistillLoss):
                     f"crosskd stage={self.params.stage} needs {self.params.stage} head stages before the predictor, "
                     f"but the {role} ({head.family}) has {head.num_stages}"
                 )
+        if self.params.ctr_weight > 0 and not teacher_head.centerness:
+            raise ValueError(
+                f"crosskd ctr_weight={self.params.ctr_weight} distils the teacher's centerness, but the teacher "
+                f"({teacher_head.family}) has no centerness branch; set ctr_weight: 0 (the default) or use a teacher "
+                "with one (FCOS)"
+            )
 
     def _cut_inputs(self, view: View, part: str) -> list[Tensor]:
         """L tensors (B, D, H_l, W_l) where the towers are cut: neck features, or stage ``stage - 1``'s pre-activation
@@ -182,7 +230,8 @@ class CrossKDLoss(DistillLoss):
         return view.stages[key][stage - 1]
 
     def cross_head_outputs(self, student: View, teacher: View) -> dict[str, Tensor]:
-        """Student features through the teacher's tail: ``{"box": (B, A, 4R_t), "cls": (B, A, C)}``, differentiable."""
+        """Student features through the teacher's tail: ``{"box": (B, A, 4R_t), "cls": (B, A, C)}`` (+ ``"centerness"``
+        (B, A) logits with ``ctr_weight > 0``), in the teacher's anchor layout, differentiable."""
         stage = self.params.stage
         aligned: dict[str, list[Tensor]] = {}
         for part in PARTS:
@@ -193,15 +242,23 @@ class CrossKDLoss(DistillLoss):
             student_inputs = aligner([feat.float() for feat in self._cut_inputs(student, part)])
             teacher_inputs = self._cut_inputs(teacher, part)
             aligned[part] = [moment_align(s, t.float()) for s, t in zip(student_inputs, teacher_inputs, strict=True)]
-        outputs = {}
-        branch, preactivation = self.params.branch, self.preactivation
+        per_level: dict[str, list[Tensor]] = {}
+        branch, preactivation, adapter = self.params.branch, self.preactivation, self.teacher_adapter
         for part in PARTS:
-            per_level = [
-                self.teacher_adapter.run_tail(branch, part, level, stage, x, preactivation=preactivation)
-                for level, x in enumerate(aligned[part])
-            ]
-            per_cell = self.teacher_adapter.spec.anchors_per_cell  # the predictor's k*C / k*4R channels -> A
-            outputs[part] = torch.cat([flatten_anchors(out, per_cell) for out in per_level], dim=2).transpose(1, 2)
+            for level, x in enumerate(aligned[part]):
+                if part == "box" and self.params.ctr_weight > 0:  # the box tower's tail also gives the centerness
+                    level_outputs = adapter.run_tail_outputs(branch, part, level, stage, x, preactivation=preactivation)
+                else:
+                    level_outputs = {part: adapter.run_tail(branch, part, level, stage, x, preactivation=preactivation)}
+                for name, out in level_outputs.items():
+                    per_level.setdefault(name, []).append(out)
+        per_cell = adapter.spec.anchors_per_cell  # the predictors' k*C / k*4R / k channels -> A
+        outputs = {
+            name: torch.cat([flatten_anchors(out, per_cell) for out in outs], dim=2).transpose(1, 2)
+            for name, outs in per_level.items()
+        }
+        if "centerness" in outputs:
+            outputs["centerness"] = outputs["centerness"].squeeze(-1)  # (B, A, 1) -> (B, A)
         return outputs
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
@@ -215,8 +272,18 @@ class CrossKDLoss(DistillLoss):
             loc_term = self._distribution_term(cross["box"], teacher, box_weight)
         else:
             loc_term = self._giou_term(cross["box"], teacher, box_weight) / num_pos
-        cls_name, loc_name = self.term_names
-        return {cls_name: self.params.cls_weight * cls_term, loc_name: self.params.loc_weight * loc_term}
+        terms = [self.params.cls_weight * cls_term, self.params.loc_weight * loc_term]
+        if self.params.ctr_weight > 0:
+            terms.append(self.params.ctr_weight * self._centerness_term(cross["centerness"], student, teacher, targets))
+        return dict(zip(self.term_names, terms, strict=True))
+
+    def _centerness_term(self, cross_centerness: Tensor, student: View, teacher: View, targets: Targets) -> Tensor:
+        """``Σ_pos BCE(ĉ_a, σ(c_t,a)) / #pos`` on (B, A) cross-head centerness logits, positives in the teacher's
+        layout (module docstring)."""
+        positives = positives_in_layout(targets.fg_mask, student.anchors_per_cell, teacher.anchors_per_cell)
+        weights = positives.to(torch.float32)
+        ctr_sum = center_kd_loss(cross_centerness.float(), teacher.centerness.detach().float(), weights)
+        return ctr_sum / weights.sum().clamp(min=1)
 
     def _distribution_term(self, cross_box: Tensor, teacher: View, box_weight: Tensor) -> Tensor:
         """DFL teachers: ``Σ_a w_a * mean_sides KL * T² / Σ_a w_a`` on (B, A, 4R) cross-head bin logits."""
@@ -240,4 +307,4 @@ class CrossKDLoss(DistillLoss):
         return (box_weight * giou).sum()
 
 
-__all__ = ["CrossKDLoss", "CrossKDParams", "moment_align"]
+__all__ = ["CrossKDLoss", "CrossKDParams", "center_kd_loss", "moment_align", "positives_in_layout"]

@@ -45,6 +45,8 @@ YOLO adaptation:
 - Prediction KD (off by default, as in the paper's heterogeneous setting, its Table 1): the BCKD cls formula on every
   anchor, / N_pos (``pred_weight``); cell by cell when the two heads' anchor layouts differ (a RetinaNet with 9
   anchors per cell and a YOLO with one: ``yolokd.losses.common``).
+- Centerness (FCOS students or teachers): not distilled, as in the reference: the paper's prediction KD is cls and
+  box outputs only (its teachers are two-stage detectors, which have no centerness; §3, §4.3.2).
 - Anchor-based students (RetinaNet): RoIs come from all their anchors' boxes and top scores.
 - Class-aware regression KD (eq. 3) does not apply: it weights per-class box outputs ``reg^c`` by the teacher's
   class scores, and YOLO's box branch is class-agnostic (one 4·R distribution per anchor for every class), so

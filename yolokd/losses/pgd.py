@@ -37,6 +37,11 @@ YOLO adaptation:
   cells (the paper's K is "high-scoring pixels"; its detectors have one anchor per location). Teacher and student
   may have different k: the masks come from the teacher's predictions and weight cells of both models' features.
 - Terms: ``pgd_cls_fg`` (α), ``pgd_cls_bg`` (β), ``pgd_box`` (γ), ``pgd_att`` (δ, cls and box attention together).
+- Centerness (FCOS): not distilled and not part of the quality, as in the reference: the authors' FCOS head
+  (``mmdet/models/dense_heads/pgd_heads/fcos_distill.py``, config ``work_configs/pgd_fcos_r101_r50_1x.py``) receives
+  the teacher's centerness but builds its PGW masks from ``σ(cls)`` and the IoU alone
+  (``pgd_heads/utils/pgw_anchor_free.py``), and the distiller imitates the cls and box tower features only; their
+  ATSS head's IoU branch is not distilled either. An FCOS student's centerness learns from its GT loss.
 - Scale: the defaults are the paper's. Measured on the synthetic set (demo-trained YOLOv8s teacher at 128 px,
   YOLOv8n from scratch, first epoch), pgd_cls_fg / cls_bg / box / att were 19 / 24 / 0.26 / 0.30 against GT loss
   items box / cls / dfl of 6.4 / 5.1 / 4.2: the cls terms start at about 3x the GT loss (the cls sums run over the

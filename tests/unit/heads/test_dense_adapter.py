@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from dense_models import tiny_fcos, tiny_gfl
+from dense_models import tiny_fcos, tiny_gfl, tiny_retinanet
 
 from yolokd.heads import SharedTowerHeadAdapter, StageRecorder, adapter_for
 
@@ -75,3 +75,51 @@ def test_tail_gradient_reaches_the_input_not_the_head():
     x = torch.randn(1, 16, 8, 8, requires_grad=True)
     adapter.run_tail("one2many", "box", 0, 1, x, preactivation=True).sum().backward()
     assert x.grad.abs().sum() > 0 and all(p.grad is None for p in model.parameters())
+
+
+@pytest.mark.parametrize(("build", "has_centerness"), [(tiny_fcos, True), (tiny_gfl, False), (tiny_retinanet, False)])
+def test_views_carry_centerness_only_for_fcos(build, has_centerness):
+    """FCOS: spec.centerness and (B, A) centerness logits in the view, the head's own raw output; GFL and RetinaNet
+    (and every Detect head): False and None."""
+    model = build().eval()
+    adapter = adapter_for(model)
+    with torch.no_grad(), adapter.raw_outputs():
+        raw = model(torch.rand(2, 3, 64, 64))
+    view = adapter.build_view(raw)
+    assert adapter.spec.centerness is has_centerness and (view.centerness is not None) is has_centerness
+    if has_centerness:
+        assert view.centerness.shape == (2, 84) and torch.equal(view.centerness, raw["centerness"][:, 0])
+
+
+@pytest.mark.parametrize("stage", [0, 1, 2])
+def test_box_tail_outputs_reproduce_the_fcos_centerness(stage):
+    """run_tail_outputs of FCOS's box tower on its own recorded input gives its box output and its centerness logits at
+    every level; run_tail gives the same box output; the cls tower has no extra output."""
+    model = tiny_fcos().eval()
+    adapter = adapter_for(model)
+    recorder = StageRecorder(adapter, ("one2many",), PARTS)
+    with torch.no_grad(), adapter.raw_outputs(), recorder.recording():
+        raw = model(torch.rand(2, 3, 64, 64))
+        stages = recorder.stages("one2many")
+    preactivation = 0 < stage < 2
+    own_boxes = torch.split(raw["boxes"], [64, 16, 4], dim=2)
+    own_centerness = torch.split(raw["centerness"], [64, 16, 4], dim=2)
+    for level in range(3):
+        recorded_part = "box_preact" if preactivation else "box"
+        x = raw["feats"][level] if stage == 0 else stages[recorded_part][stage - 1][level]
+        outputs = adapter.run_tail_outputs("one2many", "box", level, stage, x, preactivation=preactivation)
+        assert set(outputs) == {"box", "centerness"}
+        assert torch.allclose(outputs["box"].flatten(2), own_boxes[level], atol=1e-5)
+        assert torch.allclose(outputs["centerness"].flatten(2), own_centerness[level], atol=1e-5)
+        assert torch.equal(adapter.run_tail("one2many", "box", level, stage, x, preactivation), outputs["box"])
+    cls_input = raw["feats"][0]
+    assert set(adapter.run_tail_outputs("one2many", "cls", 0, 0, cls_input)) == {"cls"}
+
+
+def test_tail_outputs_of_heads_without_centerness_are_run_tails():
+    """GFL's box tower: run_tail_outputs is {"box": run_tail's output}, nothing else."""
+    model = tiny_gfl().eval()
+    adapter = adapter_for(model)
+    x = torch.randn(1, 16, 8, 8)
+    outputs = adapter.run_tail_outputs("one2many", "box", 0, 0, x)
+    assert set(outputs) == {"box"} and torch.equal(outputs["box"], adapter.run_tail("one2many", "box", 0, 0, x))
