@@ -56,4 +56,6 @@ def test_yolo_pair_terms_are_unchanged(tmp_path):
     with criterion.recording():
         _, terms = criterion.loss_parts(student(batch["img"]), batch)
     values = {name: float(value.detach()) for name, value in terms.items()}
-    assert values == pytest.approx(BEFORE_CENTERNESS, rel=1e-5)
+    # rel 2e-3: torch's thread count (Ultralytics sets 1 once a test has trained; 2 alone here) changes the float
+    # summation order, which moved terms by up to 4.6e-4 in the full suite; a changed term moves by far more.
+    assert values == pytest.approx(BEFORE_CENTERNESS, rel=2e-3)
