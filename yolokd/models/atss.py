@@ -65,6 +65,17 @@ def atss_positive_mask(
     return torch.zeros_like(overlaps, dtype=torch.bool).scatter_(-1, candidates, is_positive)
 
 
+def empty_assignment(pd_scores: Tensor, pd_bboxes: Tensor, num_classes: int) -> tuple[Tensor, ...]:
+    """A batch without GT boxes: every anchor background (label C), no targets, no positives; the assigners' outputs."""
+    return (
+        torch.full_like(pd_scores[..., 0], num_classes, dtype=torch.long),
+        torch.zeros_like(pd_bboxes),
+        torch.zeros_like(pd_scores),
+        torch.zeros_like(pd_scores[..., 0], dtype=torch.bool),
+        torch.zeros_like(pd_scores[..., 0], dtype=torch.long),
+    )
+
+
 class ATSSAssigner(TaskAlignedAssigner):
     """ATSS label assignment with the interface of Ultralytics' ``TaskAlignedAssigner``.
 
@@ -110,13 +121,7 @@ class ATSSAssigner(TaskAlignedAssigner):
         """
         self.bs, self.n_max_boxes = pd_scores.shape[0], gt_bboxes.shape[1]
         if self.n_max_boxes == 0:
-            return (
-                torch.full_like(pd_scores[..., 0], self.num_classes, dtype=torch.long),
-                torch.zeros_like(pd_bboxes),
-                torch.zeros_like(pd_scores),
-                torch.zeros_like(pd_scores[..., 0], dtype=torch.bool),
-                torch.zeros_like(pd_scores[..., 0], dtype=torch.long),
-            )
+            return empty_assignment(pd_scores, pd_bboxes, self.num_classes)
         boxes = anchor_boxes(anc_points, anchor_strides, self.anchor_scale)
         overlaps = box_iou(gt_bboxes.reshape(-1, 4), boxes).view(self.bs, self.n_max_boxes, -1)
         gt_centres = (gt_bboxes[..., :2] + gt_bboxes[..., 2:]) / 2

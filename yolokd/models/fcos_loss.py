@@ -23,6 +23,7 @@ from torchvision.ops import sigmoid_focal_loss
 from ultralytics.utils.loss import v8DetectionLoss
 from ultralytics.utils.tal import TaskAlignedAssigner, bbox2dist, make_anchors
 
+from yolokd.models.atss import empty_assignment
 from yolokd.models.gfl_loss import padded_gt, weighted_giou_loss
 
 REGRESS_RANGES = ((0.0, 64.0), (64.0, 128.0), (128.0, float("inf")))  # pixels, P3-P5
@@ -106,13 +107,7 @@ class FCOSAssigner(TaskAlignedAssigner):
         """
         self.bs, self.n_max_boxes = pd_scores.shape[0], gt_bboxes.shape[1]
         if self.n_max_boxes == 0:
-            return (
-                torch.full_like(pd_scores[..., 0], self.num_classes, dtype=torch.long),
-                torch.zeros_like(pd_bboxes),
-                torch.zeros_like(pd_scores),
-                torch.zeros_like(pd_scores[..., 0], dtype=torch.bool),
-                torch.zeros_like(pd_scores[..., 0], dtype=torch.long),
-            )
+            return empty_assignment(pd_scores, pd_bboxes, self.num_classes)
         candidate, _ = fcos_candidates(anc_points, anchor_strides, anchor_ranges, gt_bboxes, self.radius)
         candidate &= mask_gt.bool()
         area = ((gt_bboxes[..., 2] - gt_bboxes[..., 0]) * (gt_bboxes[..., 3] - gt_bboxes[..., 1]))[..., None]

@@ -21,6 +21,8 @@ from torch import Tensor
 from torchvision.ops import box_iou
 from ultralytics.utils.tal import TaskAlignedAssigner
 
+from yolokd.models.atss import empty_assignment
+
 
 def max_iou_assignment(
     overlaps: Tensor, gt_mask: Tensor, pos_iou: float = 0.5, neg_iou: float = 0.4, min_pos_iou: float = 0.0
@@ -95,13 +97,7 @@ class MaxIoUAssigner(TaskAlignedAssigner):
         """
         self.bs, self.n_max_boxes = pd_scores.shape[0], gt_bboxes.shape[1]
         if self.n_max_boxes == 0:
-            return (
-                torch.full_like(pd_scores[..., 0], self.num_classes, dtype=torch.long),
-                torch.zeros_like(pd_bboxes),
-                torch.zeros_like(pd_scores),
-                torch.zeros_like(pd_scores[..., 0], dtype=torch.bool),
-                torch.zeros_like(pd_scores[..., 0], dtype=torch.long),
-            )
+            return empty_assignment(pd_scores, pd_bboxes, self.num_classes)
         overlaps = box_iou(gt_bboxes.reshape(-1, 4), anchor_boxes.to(gt_bboxes.dtype))
         overlaps = overlaps.view(self.bs, self.n_max_boxes, -1)
         positive, negative, gt_index = max_iou_assignment(
