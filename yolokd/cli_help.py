@@ -149,7 +149,7 @@ COMMAND_HELP = {
     f"Search the KD settings of CFG.yaml: one distillation run per iteration, fitness = the student's val mAP50-95.\n"
     f"Ultralytics' Tuner mutates the values (its genetic search; records in tune_results.ndjson, plots\n"
     f"tune_scatter_plots.png / tune_fitness.png); use_ray=true runs Ray Tune instead (Ultralytics' run_ray_tune:\n"
-    f'search_alg=optuna, ASHA with grace_period=10 epochs, gpu_per_trial=; needs pip install "ray[tune]").\n'
+    f'search_alg=optuna, ASHA with grace_period=10 epochs, gpu_per_trial=; needs pip install "yolokd[tune]").\n'
     f"Default space, from each method's Params: grad_share (auto balance) or the term weights (paper), the weights\n"
     f"of methods with several terms, temperatures, and fields with tune_bounds metadata. SPACE replaces it:\n"
     f"'{{distill.0.grad_share: [0.25, 4], distill.0.loc_weight: [1, 8], lr0: [0.001, 0.02]}}' or a YAML file of one.\n"

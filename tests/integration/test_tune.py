@@ -84,3 +84,44 @@ def test_ray_trial_trainer_takes_kd_values_from_the_trial_config(synthetic_data,
     assert type(model.trainer).__name__ == "TrialTrainer" and model.trainer.distiller is not None
     assert model.trainer.experiment.distill[0].params.loc_weight == 2.5
     assert "metrics/mAP50-95(B)" in metrics.results_dict
+
+
+def test_ray_tune_trains_each_trial_with_its_values_and_writes_a_checked_best_yaml(
+    synthetic_data, teacher_checkpoint, tmp_path, capsys
+):
+    """use_ray=true, 2 trials x 1 epoch on Ray Tune (Ultralytics' run_ray_tune, Optuna + ASHA): each trial distils
+    with the values Ray drew for it, the trials are recorded, and the best trial's values make a YAML check accepts."""
+    cfg = tmp_path / "bckd_tiny.yaml"
+    experiment = {
+        **tiny_train_args(synthetic_data, tmp_path / "runs", "run", model="yolov8n.yaml"),
+        "teacher": str(teacher_checkpoint("yolov8s.yaml")),
+        "distill": [{"loss": "bckd"}],
+        "balance": {"batches": 1},
+    }
+    cfg.write_text(yaml.safe_dump(experiment))
+    space = "space={distill.0.grad_share: [0.5, 2.0], distill.0.loc_weight: [2, 8]}"
+    assert main(["tune", str(cfg), "use_ray=true", "iterations=2", "grace_period=1", "name=raytune", space]) == 0
+    tune_dir = tmp_path / "runs" / "raytune"
+    records = [json.loads(line) for line in (tune_dir / "tune_results.ndjson").read_text().splitlines()]
+    assert len(records) == 2 and records[0]["hyperparameters"] != records[1]["hyperparameters"]
+    for record in records:
+        values = record["hyperparameters"]
+        assert 0.5 <= values["distill.0.grad_share"] <= 2.0 and 2 <= values["distill.0.loc_weight"] <= 8
+    trials = sorted(path for path in (tmp_path / "runs").iterdir() if path.name.startswith("raytune_"))
+    assert len(trials) == 2
+    distilled = {}
+    for trial in trials:  # each trial's own run folder: the experiment it trained with and its KD terms
+        (entry,) = yaml.safe_load((trial / "distill.yaml").read_text())["distill"]
+        distilled[(entry["grad_share"], entry["loc_weight"])] = trial
+        header = (trial / "results.csv").read_text().splitlines()[0]
+        assert "train/bckd_cls" in header and "val/bckd_loc" in header
+    drawn = [
+        (r["hyperparameters"]["distill.0.grad_share"], r["hyperparameters"]["distill.0.loc_weight"]) for r in records
+    ]
+    assert set(distilled) == set(drawn)  # the values Ray drew are the values each trial distilled with
+    top = max(r["fitness"] for r in records)  # 1-epoch trials can tie (Ray then picks one of them)
+    best = load_experiment(tune_dir / "bckd_tiny_tuned.yaml")
+    best_values = (best.distill[0].params.grad_share, best.distill[0].params.loc_weight)
+    assert best_values in {values for values, r in zip(drawn, records, strict=True) if r["fitness"] == top}
+    capsys.readouterr()
+    assert main(["check", str(tune_dir / "bckd_tiny_tuned.yaml")]) == 0

@@ -4,8 +4,8 @@ Ultralytics' Ray integration trains each trial with ``model.train(**config)`` on
 store. Here that model is a YOLO whose task trainer is yolokd's distillation trainer for this experiment
 (:func:`distillation_model`); each trial's trainer takes the KD keys (``distill.<i>.<field>``) out of the trial's
 config and builds the trial's experiment from them, the rest are Ultralytics train arguments as usual. Ray's search
-algorithm (default Optuna) and ASHA early stopping (``grace_period`` epochs) are Ultralytics'. Ray is not a yolokd
-dependency: ``pip install "ray[tune]"``. Untested in this repository's CI (no Ray there): the trial trainer is.
+algorithm (default Optuna) and ASHA early stopping (``grace_period`` epochs) are Ultralytics'. Ray is an extra:
+``pip install "yolokd[tune]"`` (ray[tune] and optuna); tested on the CPU with 2 trials (tests/integration/test_tune.py).
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def tune_with_ray(
         from ray import tune
     except ImportError:
         raise ConfigError(
-            'use_ray: Ray Tune is not installed; pip install "ray[tune]" (or leave use_ray off)'
+            'use_ray: Ray Tune is not installed; pip install "yolokd[tune]" (or leave use_ray off)'
         ) from None
     from ultralytics.utils.tuner import run_ray_tune
 

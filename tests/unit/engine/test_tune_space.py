@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from yolokd.cli import main
@@ -118,3 +120,14 @@ def test_gate_bounds_lie_in_zero_one():
     assert check_space(candidates, {"distill.1.enabled": [0, 1]}) == {"distill.1.enabled": (0.0, 1.0)}
     with pytest.raises(ConfigError, match=r"space.distill.1.enabled: a method gate's bounds lie in \[0, 1\]"):
         check_space(candidates, {"distill.1.enabled": [0, 1.5]})
+
+
+def test_cli_ray_without_ray_installed_names_the_extra(tmp_path, capsys, monkeypatch):
+    """use_ray=true where Ray is missing: one line naming the extra to install, before any training."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("model: yolov8n.yaml\nteacher: teacher.pt\ndistill:\n  - loss: bckd\n")
+    assert main(["tune", str(cfg), "use_ray=true"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'yolokd: error: use_ray: Ray Tune is not installed; pip install "yolokd[tune]" (or leave use_ray off)'
+    assert list(tmp_path.iterdir()) == [cfg]
