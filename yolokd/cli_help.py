@@ -178,7 +178,8 @@ COMMAND_HELP = {
     "Train the baseline, each method (bckd+pkd combines two) and Ultralytics' native distill_model with the same\n"
     "schedule for every seed; report mean +- std mAP, the seed-paired gain +- SE: better / WORSE / noise (2 SE).\n"
     "Synthetic set and a cached teacher by default (the demo's schedule); data= teacher= cfg= for your own.\n"
-    "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device.\n"
+    "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device,\n"
+    "jobs=2 (runs at a time, one process each: on 2 cores, one per core; results unchanged).\n"
     "Writes study.{md,json,png}; finished runs are cached, so an interrupted study continues.\n"
     "preset=evidence runs the README's evidence benchmark (baseline, bckd, crosskd, pgd, dfd, gdetkd, ld and\n"
     "Ultralytics' native KD; 3 seeds; 160 px synthetic scenes; teacher YOLOv8s 24 epochs, students 12 epochs).\n",

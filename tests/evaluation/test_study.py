@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
+import torch
 
 from yolokd.evaluation.study import run_study
 
@@ -33,3 +35,21 @@ def test_micro_study_rows_and_cache(synthetic_data, teacher_checkpoint, tmp_path
     assert all(math.isfinite(summary.map50_95.mean) for summary in report.summaries())
     again = run_study(**settings)
     assert again.settings["cached_runs"] == 8
+
+
+def test_parallel_runs_give_the_sequential_results(synthetic_data, teacher_checkpoint, tmp_path):
+    """jobs=2 trains two runs at a time in their own processes; every run's score equals the one-at-a-time study's."""
+    settings = dict(
+        methods="bckd", seeds="0", data=str(synthetic_data), teacher=str(teacher_checkpoint("yolov8s.yaml")),
+        epochs=1, imgsz=64, batch=8, native=False,
+    )  # fmt: skip
+    parallel = run_study(**settings, out=str(tmp_path / "parallel"), jobs=2)
+    sequential = run_study(**settings, out=str(tmp_path / "sequential"))
+    assert [(s.row, s.seed) for s in parallel.scores] == [("baseline", 0), ("bckd", 0)]
+    for a, b in zip(parallel.scores, sequential.scores, strict=True):
+        assert (a.row, a.seed, a.map50_95, a.map50, a.coco) == (b.row, b.seed, b.map50_95, b.map50, b.coco)
+        weights = [torch.load(Path(s.run_dir) / "weights" / "last.pt", weights_only=False)["model"] for s in (a, b)]
+        pairs = zip(weights[0].state_dict().items(), weights[1].state_dict().items(), strict=True)
+        assert all(ka == kb and torch.equal(va, vb) for (ka, va), (kb, vb) in pairs), a.row  # trained bit for bit alike
+    with pytest.raises(ValueError, match="jobs: expected an integer >= 1"):
+        run_study(**settings, out=str(tmp_path / "bad"), jobs=0)

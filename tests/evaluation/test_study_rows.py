@@ -27,8 +27,9 @@ def test_unknown_method_suggests():
 
 
 def test_parse_list_forms():
-    """Comma strings, lists and single numbers all become lists."""
+    """Comma strings, lists and single numbers all become lists; an empty value (methods=) is no item."""
     assert parse_list("0,1, 2", int) == [0, 1, 2] and parse_list(3, int) == [3] and parse_list(["a", "b"]) == ["a", "b"]
+    assert parse_list(None) == [] and parse_list("") == [] and parse_list([]) == []
 
 
 def test_file_stamp_follows_content_not_mtime(tmp_path):

@@ -89,7 +89,9 @@ class RunScore:
 
 
 def parse_list(value: Any, cast: type = str) -> list:
-    """``"bckd,mimic"`` / ``["bckd", "mimic"]`` / ``0`` -> a list of `cast` values."""
+    """``"bckd,mimic"`` / ``["bckd", "mimic"]`` / ``0`` -> a list of `cast` values; None (``methods=``) -> []."""
+    if value is None:
+        return []
     items = value if isinstance(value, (list, tuple)) else str(value).split(",")
     return [cast(str(item).strip()) for item in items if str(item).strip()]
 
@@ -174,12 +176,9 @@ def _resolved_kd(distill: list[dict[str, Any]]) -> dict[str, Any]:
     return {"distill": resolved["distill"], "balance": resolved["balance"]}
 
 
-def run_cached(
-    row: StudyRow, seed: int, args: dict[str, Any], teacher: str | None, schedule: dict | None
-) -> tuple[RunScore, bool]:
-    """Train and score one (row, seed), or read its score back when the same run already finished; (score, cached)."""
-    run_dir = Path(args["project"]) / args["name"]
-    key = _key(
+def run_key(row: StudyRow, args: dict[str, Any], teacher: str | None, schedule: dict | None) -> str:
+    """The cache key of one run: its exact train arguments, resolved KD settings, schedule and teacher file."""
+    return _key(
         {
             "args": args,
             "distill": _resolved_kd(row.distill),
@@ -188,6 +187,14 @@ def run_cached(
             "teacher": _file_stamp(teacher) if (row.distill or row.native) else None,
         }
     )
+
+
+def run_cached(
+    row: StudyRow, seed: int, args: dict[str, Any], teacher: str | None, schedule: dict | None
+) -> tuple[RunScore, bool]:
+    """Train and score one (row, seed), or read its score back when the same run already finished; (score, cached)."""
+    run_dir = Path(args["project"]) / args["name"]
+    key = run_key(row, args, teacher, schedule)
     score_file = run_dir / SCORE_FILE
     if score_file.is_file():
         saved = json.loads(score_file.read_text())
@@ -268,6 +275,7 @@ def study(
     native: bool = True,
     device: str | None = None,
     style: str = "hard",
+    jobs: int = 1,
 ):
     """Run every (row, seed) and write ``study.{md,json,png}`` under `out`; returns the StudyReport.
 
@@ -275,10 +283,13 @@ def study(
     (`images`/`val_images`) unless `data` is given. With `cfg`: its train arguments, teacher, schedule and method
     parameters. `epochs`, `imgsz`, `batch`, `student`, `device`, `data` and `teacher` override both. The teacher is
     trained (`teacher_model`, `teacher_epochs`, cached) when neither `teacher` nor the cfg names one. `style` is the
-    synthetic scenes' style (:data:`yolokd.data.synthetic.STYLES`).
+    synthetic scenes' style (:data:`yolokd.data.synthetic.STYLES`). `jobs` runs that many (row, seed) runs at a
+    time, each in its own process (:func:`run_all`).
     """
     from yolokd.evaluation.study_report import StudyReport, write_report
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs: expected an integer >= 1, got {jobs!r}")
     start = time.perf_counter()
     root = Path(out).resolve()
     seed_list, method_list = parse_list(seeds, int), parse_list(methods)
@@ -297,19 +308,39 @@ def study(
         teacher, teacher_score = ensure_teacher(base, teacher_model, teacher_epochs, root / "teacher")
     elif teacher is not None:
         teacher_score = score_teacher(teacher, base, root / "teacher_val")
-    scores, cached = [], 0
-    for seed in seed_list:
-        for row in rows:
-            args = {**base, "seed": seed, "project": str(root / "runs" / f"seed{seed}"), "name": row.name}
-            args["exist_ok"] = True  # the run folder is the cache slot: never let Ultralytics rename it
-            score, was_cached = run_cached(row, seed, args, teacher, cfg_dict.get("schedule"))
-            scores.append(score)
-            cached += was_cached
+    runs = [(row, seed, run_args(base, root, row, seed)) for seed in seed_list for row in rows]
+    results = run_all(runs, teacher, cfg_dict.get("schedule"), jobs)
+    scores, cached = [score for score, _ in results], sum(was_cached for _, was_cached in results)
     settings = {"rows": [row.name for row in rows], "seeds": seed_list, "teacher": teacher, "cfg": cfg,
                 "cached_runs": cached, "train_args": base, "out": str(root), "environment": environment()}  # fmt: skip
     report = StudyReport(scores, settings, teacher_score, time.perf_counter() - start)
     write_report(report, root)
     return report
+
+
+def run_args(base: dict[str, Any], root: Path, row: StudyRow, seed: int) -> dict[str, Any]:
+    """One run's train arguments: the shared ones, its seed and its folder (the cache slot, never renamed)."""
+    return {**base, "seed": seed, "project": str(root / "runs" / f"seed{seed}"), "name": row.name, "exist_ok": True}
+
+
+def run_all(
+    runs: list[tuple[StudyRow, int, dict[str, Any]]], teacher: str | None, schedule: dict | None, jobs: int
+) -> list[tuple[RunScore, bool]]:
+    """:func:`run_cached` for every (row, seed, args), in order; with ``jobs > 1`` that many at a time.
+
+    Parallel runs are separate processes (spawned: nothing of this one's torch state is shared). Each trains as it
+    would alone: its own seed, arguments and data, and the torch threads Ultralytics sets for CPU training in every
+    process (``NUM_THREADS``: the cores less one, at most 8), so ``jobs`` changes the wall clock, not a result. On
+    the CPU, jobs x NUM_THREADS above the core count only shares the cores.
+    """
+    if jobs == 1 or len(runs) < 2:
+        return [run_cached(row, seed, args, teacher, schedule) for row, seed, args in runs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(run_cached, row, seed, args, teacher, schedule) for row, seed, args in runs]
+        return [future.result() for future in futures]
 
 
 def environment() -> dict[str, str]:
@@ -325,7 +356,23 @@ def environment() -> dict[str, str]:
         "ultralytics": ultralytics.__version__,
         "torch threads": str(torch.get_num_threads()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "cpu": f"{_cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()}",
     }
+
+
+def _cpu_model() -> str:
+    """The processor's name (Linux /proc/cpuinfo, else platform's): a seed's run is only reproduced on the same kind
+    of processor (README, Results: the evidence baseline's seed 0 gave 0.6600 on one 2-core VM and 0.6455 on another,
+    same data, libraries and arguments)."""
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown processor"
 
 
 def base_train_args(
