@@ -107,7 +107,11 @@ def preserved_state(modules: Iterable[nn.Module], dataset: Any = None) -> Iterat
     """Restore the modules' parameters and buffers, every RNG and the data set's mosaic buffer and image cache.
 
     Ultralytics' training set keeps the images it loaded in ``ims`` and their indices in ``buffer`` (mosaic draws
-    its partners from it); both are put back as they were, so training starts exactly as without the balance.
+    its partners from it); both are put back as they were. So are its Albumentations transforms' own generators
+    (albumentations 2 keeps them apart from ``random`` and numpy's global state, and Ultralytics re-seeds them, as new
+    objects, on their first call): training starts exactly as without the balance (tests/integration/
+    test_kd_identity.py; without this, a KD run's augmentation drifted from its baseline's from the first image the
+    balance had augmented).
     """
     modules = list(modules)
     saved = [{k: v.detach().clone() for k, v in m.state_dict().items()} for m in modules]
@@ -115,6 +119,7 @@ def preserved_state(modules: Iterable[nn.Module], dataset: Any = None) -> Iterat
     lists = {
         name: list(getattr(dataset, name)) for name in DATASET_CACHES if isinstance(getattr(dataset, name, None), list)
     }
+    generators = _transform_generators(dataset)
     try:
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
             yield
@@ -125,6 +130,36 @@ def preserved_state(modules: Iterable[nn.Module], dataset: Any = None) -> Iterat
         np.random.set_state(numpy_state)
         for name, items in lists.items():
             getattr(dataset, name)[:] = items
+        for node, attributes, states in generators:
+            for name, value in attributes.items():
+                setattr(node, name, value)
+            attributes["py_random"].setstate(states[0])
+            attributes["random_generator"].bit_generator.state = states[1]
+
+
+def _transform_generators(dataset: Any) -> list[tuple[Any, dict[str, Any], tuple[Any, Any]]]:
+    """Each transform of the data set that keeps its own generators (albumentations 2's ``py_random`` and
+    ``random_generator``, and its ``seed`` when it has one): (transform, those attributes, the generators' states).
+
+    Walks Ultralytics' transform tree: ``Compose.transforms`` lists and ``Albumentations.transform``.
+    """
+    found = []
+    stack, seen = [getattr(dataset, "transforms", None)], set()
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        py_random, generator = getattr(node, "py_random", None), getattr(node, "random_generator", None)
+        if isinstance(py_random, random.Random) and isinstance(generator, np.random.Generator):
+            attributes = {"py_random": py_random, "random_generator": generator}
+            if hasattr(node, "seed"):
+                attributes["seed"] = node.seed
+            found.append((node, attributes, (py_random.getstate(), generator.bit_generator.state)))
+        children = getattr(node, "transforms", None)
+        stack.extend(children if isinstance(children, (list, tuple)) else [children])
+        stack.append(getattr(node, "transform", None))
+    return found
 
 
 @dataclass
