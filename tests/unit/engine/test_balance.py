@@ -125,6 +125,29 @@ def test_preserved_state_restores_parameters_buffers_and_rngs():
     assert dataset.buffer == [1, 2]
 
 
+def test_preserved_state_restores_the_albumentations_generators():
+    """Ultralytics' Albumentations re-seeds its transform (new generator objects) on the first call: a call inside
+    the block leaves the transform and its children as they were, generators and their states."""
+    from ultralytics.data.augment import Albumentations, Compose
+
+    dataset = type("Data", (), {"transforms": Compose([Albumentations(p=1.0)])})()
+    inner = dataset.transforms.transforms[0].transform
+    nodes = [inner, *inner.transforms]
+
+    def snapshot():
+        return [
+            (getattr(n, "seed", None), n.random_generator, n.py_random, n.random_generator.bit_generator.state,
+             n.py_random.getstate())
+            for n in nodes
+        ]  # fmt: skip
+
+    before = snapshot()
+    with preserved_state([], dataset):
+        inner.set_random_seed(torch.initial_seed())  # what Albumentations.__call__ does first
+        inner.random_generator.random(3), inner.transforms[0].py_random.random()
+    assert snapshot() == before  # the same seed, generator objects (compared by identity) and generator states
+
+
 @pytest.mark.parametrize("bad", [{"weight_mode": "tuned"}, {"batches": 0}, {"start_epoch": -1.0}])
 def test_balance_settings_are_checked(bad):
     with pytest.raises(ValueError):
