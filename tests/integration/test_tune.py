@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -14,8 +15,8 @@ from yolokd.config import load_experiment
 pytestmark = pytest.mark.integration
 
 
-def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkpoint, tmp_path, capsys):
-    """Two mutated trials are trained and recorded; the tuned YAML holds the best trial's values and passes check."""
+def _tiny_bckd_cfg(synthetic_data, teacher_checkpoint, tmp_path) -> Path:
+    """A BCKD experiment of seconds-long epochs, written as tmp_path/bckd_tiny.yaml (runs under tmp_path/runs)."""
     cfg = tmp_path / "bckd_tiny.yaml"
     experiment = {
         **tiny_train_args(synthetic_data, tmp_path / "runs", "run", model="yolov8n.yaml"),
@@ -24,6 +25,12 @@ def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkp
         "balance": {"batches": 1},
     }
     cfg.write_text(yaml.safe_dump(experiment))
+    return cfg
+
+
+def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkpoint, tmp_path, capsys):
+    """Two mutated trials are trained and recorded; the tuned YAML holds the best trial's values and passes check."""
+    cfg = _tiny_bckd_cfg(synthetic_data, teacher_checkpoint, tmp_path)
     space = "space={distill.0.grad_share: [0.5, 2.0], distill.0.loc_weight: [2, 8]}"
     assert main(["tune", str(cfg), "iterations=2", space]) == 0
     tune_dir = tmp_path / "runs" / "tune"
@@ -45,14 +52,7 @@ def test_two_iterations_write_a_checked_best_yaml(synthetic_data, teacher_checkp
 
 def test_method_search_trains_and_keeps_the_gated_methods(synthetic_data, teacher_checkpoint, tmp_path, capsys):
     """methods=: the first trial is the cfg's method alone; the best YAML keeps the methods its gates turned on."""
-    cfg = tmp_path / "bckd_tiny.yaml"
-    experiment = {
-        **tiny_train_args(synthetic_data, tmp_path / "runs", "run", model="yolov8n.yaml"),
-        "teacher": str(teacher_checkpoint("yolov8s.yaml")),
-        "distill": [{"loss": "bckd"}],
-        "balance": {"batches": 1},
-    }
-    cfg.write_text(yaml.safe_dump(experiment))
+    cfg = _tiny_bckd_cfg(synthetic_data, teacher_checkpoint, tmp_path)
     assert main(["tune", str(cfg), "iterations=2", "methods=bckd,mimic"]) == 0
     tune_dir = tmp_path / "runs" / "tune"
     records = [json.loads(line) for line in (tune_dir / "tune_results.ndjson").read_text().splitlines()]
@@ -91,14 +91,7 @@ def test_ray_tune_trains_each_trial_with_its_values_and_writes_a_checked_best_ya
 ):
     """use_ray=true, 2 trials x 1 epoch on Ray Tune (Ultralytics' run_ray_tune, Optuna + ASHA): each trial distils
     with the values Ray drew for it, the trials are recorded, and the best trial's values make a YAML check accepts."""
-    cfg = tmp_path / "bckd_tiny.yaml"
-    experiment = {
-        **tiny_train_args(synthetic_data, tmp_path / "runs", "run", model="yolov8n.yaml"),
-        "teacher": str(teacher_checkpoint("yolov8s.yaml")),
-        "distill": [{"loss": "bckd"}],
-        "balance": {"batches": 1},
-    }
-    cfg.write_text(yaml.safe_dump(experiment))
+    cfg = _tiny_bckd_cfg(synthetic_data, teacher_checkpoint, tmp_path)
     space = "space={distill.0.grad_share: [0.5, 2.0], distill.0.loc_weight: [2, 8]}"
     assert main(["tune", str(cfg), "use_ray=true", "iterations=2", "grace_period=1", "name=raytune", space]) == 0
     tune_dir = tmp_path / "runs" / "raytune"
