@@ -169,7 +169,7 @@ COMMAND_HELP = {
     "hard default. task=segment writes polygon labels, task=obb rotated rectangles, task=pose 4 keypoints per object\n"
     "(the same images and objects).\n",
     "demo": "Usage: yolokd demo [key=value ...]\n\nA small end-to-end run on the synthetic set: the teacher shipped "
-    "with yolokd, a baseline and a\nCrossKD student (about 7 minutes on 2 CPU cores); key=value are the keyword "
+    "with yolokd, a baseline and a\nCrossKD student (about 6 minutes on 2 CPU cores); key=value are the keyword "
     "arguments of\nyolokd.demo.run_demo (method=bckd, teacher=yolov8s.yaml to train one, epochs=, images=...).\n",
     "compare": "Usage: yolokd compare RUN_DIR... [baseline=DIR] [teacher=DIR] [out=runs/compare]\n\n"
     "Final and best mAP of finished runs, gain over the baseline run and share of the teacher-student gap closed\n"
