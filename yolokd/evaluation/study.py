@@ -176,9 +176,12 @@ def _resolved_kd(distill: list[dict[str, Any]]) -> dict[str, Any]:
     return {"distill": resolved["distill"], "balance": resolved["balance"]}
 
 
-def run_key(row: StudyRow, args: dict[str, Any], teacher: str | None, schedule: dict | None) -> str:
-    """The cache key of one run: its exact train arguments, resolved KD settings, schedule and teacher file."""
-    return _key(
+def run_cached(
+    row: StudyRow, seed: int, args: dict[str, Any], teacher: str | None, schedule: dict | None
+) -> tuple[RunScore, bool]:
+    """Train and score one (row, seed), or read its score back when the same run already finished; (score, cached)."""
+    run_dir = Path(args["project"]) / args["name"]
+    key = _key(
         {
             "args": args,
             "distill": _resolved_kd(row.distill),
@@ -187,14 +190,6 @@ def run_key(row: StudyRow, args: dict[str, Any], teacher: str | None, schedule: 
             "teacher": _file_stamp(teacher) if (row.distill or row.native) else None,
         }
     )
-
-
-def run_cached(
-    row: StudyRow, seed: int, args: dict[str, Any], teacher: str | None, schedule: dict | None
-) -> tuple[RunScore, bool]:
-    """Train and score one (row, seed), or read its score back when the same run already finished; (score, cached)."""
-    run_dir = Path(args["project"]) / args["name"]
-    key = run_key(row, args, teacher, schedule)
     score_file = run_dir / SCORE_FILE
     if score_file.is_file():
         saved = json.loads(score_file.read_text())
@@ -349,6 +344,7 @@ def environment() -> dict[str, str]:
 
     import torch
     import ultralytics
+    from ultralytics.utils.torch_utils import get_cpu_info
 
     return {
         "python": platform.python_version(),
@@ -356,23 +352,10 @@ def environment() -> dict[str, str]:
         "ultralytics": ultralytics.__version__,
         "torch threads": str(torch.get_num_threads()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
-        "cpu": f"{_cpu_model()}, torch kernels {torch.backends.cpu.get_cpu_capability()}",
+        # a seed's run reproduces on the same kind of processor only (README, Results: the evidence baseline's seed
+        # 0 gave 0.6600 on one 2-core VM and 0.6455 on another, same data, libraries and arguments)
+        "cpu": f"{get_cpu_info()}, torch kernels {torch.backends.cpu.get_cpu_capability()}",
     }
-
-
-def _cpu_model() -> str:
-    """The processor's name (Linux /proc/cpuinfo, else platform's): a seed's run is only reproduced on the same kind
-    of processor (README, Results: the evidence baseline's seed 0 gave 0.6600 on one 2-core VM and 0.6455 on another,
-    same data, libraries and arguments)."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown processor"
 
 
 def base_train_args(
