@@ -29,20 +29,20 @@ from ultralytics.data.utils import check_det_dataset
 from ultralytics.nn.tasks import DetectionModel
 from ultralytics.utils.ops import xywh2xyxy
 
-from yolokd.models import DenseDetectionModel, RetinaNetLoss, dense_head_name, resolve_model_yaml
+from yolokd.models import DenseDetectionModel, RetinaNetDetect, dense_head_name, resolve_model_yaml
 
 MODELS = ("yolov8n.yaml", "gfl-yolov8n.yaml", "fcos-yolov8n.yaml", "retinanet-yolov8n.yaml")
 
 
-def one_batch(data_yaml: str, imgsz: int, batch_size: int) -> dict:
-    """The first `batch_size` training images, letterboxed to `imgsz` without augmentation, images in [0, 1]."""
+def one_batch(data_yaml: str, imgsz: int, batch_size: int) -> tuple[dict, int, object]:
+    """(batch, class count, Ultralytics cfg): the first `batch_size` training images, letterboxed to `imgsz` without
+    augmentation, images in [0, 1]."""
     data = check_det_dataset(data_yaml)
     cfg = get_cfg(overrides={"imgsz": imgsz, "mode": "train"})
     dataset = build_yolo_dataset(cfg, data["train"], batch_size, data, mode="val", stride=32)
     batch = next(iter(DataLoader(dataset, batch_size=batch_size, collate_fn=dataset.collate_fn)))
     batch["img"] = batch["img"].float() / 255
-    batch["nc"], batch["imgsz"], batch["cfg"] = data["nc"], imgsz, cfg
-    return batch
+    return batch, data["nc"], cfg
 
 
 def build(model_yaml: str, nc: int, cfg, args: argparse.Namespace):
@@ -52,7 +52,7 @@ def build(model_yaml: str, nc: int, cfg, args: argparse.Namespace):
     else:
         model = DenseDetectionModel(str(resolve_model_yaml(model_yaml)), nc=nc, verbose=False)
     model.args = cfg  # the criterion reads its hyper-parameters from here
-    if isinstance(model.init_criterion(), RetinaNetLoss) and (args.gamma is not None or args.alpha is not None):
+    if isinstance(model.model[-1], RetinaNetDetect) and (args.gamma is not None or args.alpha is not None):
         criterion = model.init_criterion()
         changes = {k: v for k, v in (("gamma", args.gamma), ("alpha", args.alpha)) if v is not None}
         criterion.weights = dataclasses.replace(criterion.weights, **changes)
@@ -93,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gamma", type=float, default=None, help="RetinaNet focal γ (default: the head's, 2)")
     parser.add_argument("--alpha", type=float, default=None, help="RetinaNet focal α (default: the head's, 0.25)")
     args = parser.parse_args(argv)
-    batch = one_batch(args.data, args.imgsz, args.batch)
+    batch, nc, cfg = one_batch(args.data, args.imgsz, args.batch)
     print("| model | final GT loss items | class accuracy of the best overlapping prediction |")
     print("|---|---|---:|")
     for model_yaml in args.models.split(","):
         torch.manual_seed(args.seed)
-        model = build(model_yaml, batch["nc"], batch["cfg"], args)
+        model = build(model_yaml, nc, cfg, args)
         model.train()
         optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
         for _ in range(args.steps):
