@@ -12,6 +12,7 @@ from yolokd.engine.checkpoint import kd_state_path
 from yolokd.engine.distiller import Distiller
 from yolokd.engine.trainer import DistillationTrainer, train_experiment
 from yolokd.losses.bckd import BCKDLoss
+from yolokd.losses.common import FittedAligner
 
 pytestmark = pytest.mark.integration
 
@@ -190,3 +191,30 @@ def test_the_student_is_copied_with_the_criterion_installed(synthetic_data, cali
     assert all(first[f"val/crosskd_{p}"] > 0 and second[f"val/crosskd_{p}"] > 0 for p in ("cls", "loc"))
     saved = torch.load(trainer.last, weights_only=False)["model"]
     assert saved.criterion is None and not any(m._forward_hooks for m in saved.modules())
+
+
+def test_resume_keeps_the_fitted_crosskd_aligners(synthetic_data, teacher_checkpoint, tmp_path):
+    """CrossKD's least-squares aligners are fitted once per run: a resumed run loads them as fitted and never refits
+    (a refit would overwrite the trained weights with a fresh fit on the first resumed batch)."""
+    experiment = _experiment(
+        synthetic_data, tmp_path, teacher_checkpoint("yolov8s.yaml"), distill=[{"loss": "crosskd"}], train={"epochs": 2}
+    )
+    first = _stopped_after_first_save(experiment)
+    saved = torch.load(kd_state_path(first.last), weights_only=True)["losses"]
+    fitted_flags = [key for key in saved if key.endswith("aligners.box.fitted")]
+    assert fitted_flags and all(bool(saved[key]) for key in fitted_flags)
+
+    resumed = DistillationTrainer(None, overrides={"resume": str(first.last)})
+    refits, seen = [], {}
+
+    def watch(trainer):
+        seen["losses"] = {key: value.clone() for key, value in trainer.distiller.losses.state_dict().items()}
+        for module in trainer.distiller.losses.modules():
+            if isinstance(module, FittedAligner):
+                module.fit = lambda *args: refits.append(args)
+
+    resumed.add_callback("on_train_start", watch)
+    resumed.train()
+    assert not refits
+    for key, value in saved.items():
+        assert torch.equal(seen["losses"][key], value), key

@@ -10,6 +10,12 @@ tensors are never copied.
 Per level even for heads that share one tower across levels: a hook on a per-level module stores its output under
 its level; a hook on a shared module stores one output per call, in call order (the head runs levels P3 first). A
 pre-hook on the head empties the record when a forward starts, so every forward records afresh.
+
+Pre-activations (``box_preact``/``cls_preact``: a stage's BN or GroupNorm output) are only kept if the activation
+after them is out-of-place. Ultralytics' ``load_checkpoint`` (how a teacher is loaded) makes every SiLU and ReLU
+in-place, which silently overwrote a recorded pre-activation with its activation (measured: the recorded minimum was
+SiLU's, -0.278), so a recorder of pre-activations turns the head's in-place activations out-of-place
+(:func:`keep_preactivations`); numerics are unchanged.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from yolokd.heads.base import HeadAdapter
+from yolokd.views import PREACTIVATION
 
 StageKey = tuple[str, str, int]  # (branch, part, stage)
 
@@ -69,6 +76,17 @@ class ForwardStart:
             self.store.clear()
 
 
+def keep_preactivations(module: nn.Module) -> int:
+    """Make every in-place activation inside ``module`` out-of-place, so tensors recorded before it keep their values;
+    returns how many were changed."""
+    changed = 0
+    for child in module.modules():
+        if getattr(child, "inplace", False) is True and not list(child.children()):
+            child.inplace = False
+            changed += 1
+    return changed
+
+
 class StageRecorder:
     """Records the stage outputs of some branches and parts of one model's head, inside :meth:`recording` only.
 
@@ -95,6 +113,8 @@ class StageRecorder:
             return
         if self.parts:
             self.handles.append(self.adapter.head.register_forward_pre_hook(ForwardStart(self.store)))
+        if any(part.endswith(PREACTIVATION) for part in self.parts):
+            keep_preactivations(self.adapter.head)
         for branch in self.branches:
             for part in self.parts:
                 for stage in range(self.adapter.spec.num_stages):

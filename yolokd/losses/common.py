@@ -18,9 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 
+from yolokd.engine.ddp import distributed
 from yolokd.views import HeadSpec, View
+
+LSTSQ_RIDGE = 1e-3  # ridge of the aligner fit, relative to the mean feature energy: keeps it well posed, no more
 
 
 class ChannelAligner(nn.Module):
@@ -42,23 +46,87 @@ class ChannelAligner(nn.Module):
             for s, t in zip(student_channels, teacher_channels, strict=True)
         )
 
-    def forward(self, features: list[Tensor]) -> list[Tensor]:
-        """L tensors (B, D_s, H, W) -> L tensors (B, D_t, H, W)."""
+    def forward(self, features: list[Tensor], teacher_features: list[Tensor] | None = None) -> list[Tensor]:
+        """L tensors (B, D_s, H, W) -> L tensors (B, D_t, H, W); ``teacher_features`` is read by
+        :class:`FittedAligner` only (one call for both kinds)."""
         return [conv(feature) for conv, feature in zip(self.convs, features, strict=True)]
 
 
-def stage_aligners(student_head: HeadSpec, teacher_head: HeadSpec, parts: tuple[str, ...]) -> nn.ModuleDict:
+class FittedAligner(nn.Module):
+    """Per-level 1x1 convs from the student's widths to the teacher's (at every width, equal ones included), whose
+    first call fits them by least squares: ``W = argmin Σ_cells ||t - W [s; 1]||² + λ ||W||²`` on that batch's
+    features, detached, λ = :data:`LSTSQ_RIDGE` x the mean feature energy. Afterwards they are trained like any
+    aligner.
+
+    Why: channel i of a student trained on its own is not channel i of the teacher, so an identity (equal widths) or
+    random 1x1 map hands the teacher's layers features in a foreign basis, and a KD loss read through them asks a
+    pretrained student to rebuild its basis (``benchmarks/crosskd_basis.py``: on the evidence pair, the fitted map
+    lowers CrossKD's initial box KL 4.5x against the identity; for a student at initialisation, 0.79 against 0.82).
+    The fit is once per run: a ``fitted`` buffer, saved with the KD modules, survives resume; under DDP the normal
+    equations are summed over ranks, so every rank fits the same map.
+    """
+
+    def __init__(self, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...]) -> None:
+        super().__init__()
+        if len(student_channels) != len(teacher_channels):
+            raise ValueError(f"student has {len(student_channels)} levels, teacher {len(teacher_channels)}")
+        self.convs = nn.ModuleList(
+            nn.Conv2d(s, t, kernel_size=1) for s, t in zip(student_channels, teacher_channels, strict=True)
+        )
+        self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
+        self._fitted = False  # host-side copy of the buffer: no device sync per step
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._fitted = bool(self.fitted)  # resume, or the balance putting the modules back: follow the buffer
+
+    @torch.no_grad()
+    def fit(self, student_features: list[Tensor], teacher_features: list[Tensor]) -> None:
+        """Least-squares weights and biases of every level's conv from (B, D_s, H, W) / (B, D_t, H, W) features.
+
+        In fp32 with autocast off: the normal equations sum over every cell of the batch (fp16 would overflow).
+        """
+        device_type = student_features[0].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            self._solve(student_features, teacher_features)
+        self.fitted.fill_(True)
+        self._fitted = True
+
+    def _solve(self, student_features: list[Tensor], teacher_features: list[Tensor]) -> None:
+        for conv, student, teacher in zip(self.convs, student_features, teacher_features, strict=True):
+            inputs = student.detach().float().permute(0, 2, 3, 1).reshape(-1, student.shape[1])
+            inputs = torch.cat((inputs, inputs.new_ones(inputs.shape[0], 1)), 1)  # (N, D_s + 1), the bias column
+            targets = teacher.detach().float().permute(0, 2, 3, 1).reshape(-1, teacher.shape[1])
+            gram, cross = inputs.T @ inputs, inputs.T @ targets
+            if distributed():
+                torch.distributed.all_reduce(gram)
+                torch.distributed.all_reduce(cross)
+            ridge = LSTSQ_RIDGE * gram.diagonal().mean().clamp(min=torch.finfo(torch.float32).tiny)
+            solution = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], device=gram.device), cross)
+            conv.weight.copy_(solution[:-1].T.reshape(conv.weight.shape))
+            conv.bias.copy_(solution[-1])
+
+    def forward(self, features: list[Tensor], teacher_features: list[Tensor] | None = None) -> list[Tensor]:
+        """L tensors (B, D_s, H, W) -> L tensors (B, D_t, H, W); the first call with ``teacher_features`` fits."""
+        if not self._fitted and teacher_features is not None:
+            self.fit(features, teacher_features)
+        return [conv(feature) for conv, feature in zip(self.convs, features, strict=True)]
+
+
+def stage_aligners(
+    student_head: HeadSpec, teacher_head: HeadSpec, parts: tuple[str, ...], fitted: bool = False
+) -> nn.ModuleDict:
     """One :class:`ChannelAligner` per head branch part (``box``, ``cls``), for its stage outputs at every level.
 
     Stage widths are the same at every level of a Detect-family head, so each aligner maps ``L`` copies of the
     student's part width onto the teacher's. Built in the order of ``parts`` (that order fixes their random init).
+    ``fitted``: :class:`FittedAligner` instead (a conv at every width, fitted on the first batch).
     """
     levels = teacher_head.num_levels
+    aligner = FittedAligner if fitted else ChannelAligner
     return nn.ModuleDict(
         {
-            part: ChannelAligner(
-                (student_head.stage_channels[part],) * levels, (teacher_head.stage_channels[part],) * levels
-            )
+            part: aligner((student_head.stage_channels[part],) * levels, (teacher_head.stage_channels[part],) * levels)
             for part in parts
         }
     )
@@ -105,7 +173,14 @@ def pooled_channel_attention(feat: Tensor, temperature: float = 1.0) -> Tensor:
     return feat.shape[1] * (feat.abs().mean(dim=(2, 3)) / temperature).softmax(dim=1)
 
 
-__all__ = ["ChannelAligner", "channel_attention", "pooled_channel_attention", "spatial_attention", "stage_aligners"]
+__all__ = [
+    "ChannelAligner",
+    "FittedAligner",
+    "channel_attention",
+    "pooled_channel_attention",
+    "spatial_attention",
+    "stage_aligners",
+]
 
 
 def cell_predictions(view: View) -> tuple[Tensor, Tensor]:

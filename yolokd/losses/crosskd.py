@@ -15,11 +15,21 @@ YOLO adaptation:
   cls towers, DWConv -> Conv1x1, of the 1x1 Conv), then the teacher's SiLU, stage 1 and predictor. ``stage = 0``
   runs the teacher's whole towers on the neck features; ``stage = 2`` runs the teacher's predictors on the
   student's stage-1 outputs (post-activation; the authors' code would cut before that activation).
-- Compatibility. The student tensor goes through a 1x1 aligner when widths differ (train-only) and a per-channel
-  moment alignment to the teacher's statistics over B·H·W (``moment_align``; in the authors' code for every
-  detector, not in the paper text). The teacher's tail therefore only sees features at its own width and scale,
-  so any two Detect-family heads work together (YOLO11s teacher -> YOLOv8n student included). Cross-head
-  predictions are in the teacher's format: the box term follows the teacher's reg_max, whatever the student's.
+- Compatibility. The student tensor goes through a 1x1 aligner (train-only) and a per-channel moment alignment to
+  the teacher's statistics over B·H·W (``moment_align``; in the authors' code for every detector, not in the paper
+  text). The teacher's tail therefore only sees features at its own width and scale, so any two Detect-family heads
+  work together (YOLO11s teacher -> YOLOv8n student included). Cross-head predictions are in the teacher's format:
+  the box term follows the teacher's reg_max, whatever the student's.
+- Aligner (``aligner_fit``, default on; a yolokd addition). The paper pairs channel i of the student with channel i
+  of the teacher (identity at equal widths, a random 1x1 conv otherwise). That pairing only means something when
+  both were trained together; a student fine-tuned from its own checkpoint has its head in another basis, so the
+  teacher's tail reads noise (``benchmarks/crosskd_basis.py``: box KL 0.85 through the identity, 0.19 through a
+  least-squares 1x1 map, on the evidence benchmark's pretrained pair) and the KD gradient asks the student to
+  rotate its basis. Default: a 1x1 conv at every width, fitted by least squares on the first training batch
+  (:class:`~yolokd.losses.common.FittedAligner`), then trained. For a student at initialisation the fit changes
+  nothing measurable (0.79 against 0.82); ``aligner_fit: false`` is the paper's pairing.
+- Pre-activations. The cut's BN outputs are recorded before the teacher's in-place SiLU would overwrite them
+  (:func:`yolokd.heads.recorder.keep_preactivations`).
 - Box term. DFL teachers: the KL is summed over bins and averaged over the four sides (the authors'
   ``avg_factor=4``), on every anchor (the authors' code; the paper's text says foreground only). Their GFL config
   adds a GIoU term (KL 3.0 + GIoU 2.0); yolokd keeps the KL alone at 4.0. Direct-regression teachers (YOLO26,
@@ -65,7 +75,7 @@ from torchvision.ops import generalized_box_iou_loss
 
 from yolokd.losses.base import DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
-from yolokd.losses.common import ChannelAligner, stage_aligners
+from yolokd.losses.common import ChannelAligner, FittedAligner, stage_aligners
 from yolokd.losses.ld import dfl_kl
 from yolokd.views import PREACTIVATION, HeadSpec, Targets, View, flatten_anchors
 
@@ -147,6 +157,10 @@ class CrossKDParams(LossParams):
         temperature: T of the DFL KL (the KL is multiplied by T²).
         ctr_weight: weight of the cross-head centerness KD ``crosskd_ctr`` (teachers with a centerness branch, FCOS);
             0 = off, as in the authors' FCOS config; 1.0 = their ATSS config's ``loss_center_kd``.
+        aligner_fit: a 1x1 aligner at every width (equal widths included), fitted by least squares from the student's
+            cut features to the teacher's on the first training batch, then trained
+            (:class:`~yolokd.losses.common.FittedAligner`). False: the paper's pairing (identity at equal widths, a
+            randomly initialised 1x1 conv where they differ).
     """
 
     stage: int = 1
@@ -154,6 +168,7 @@ class CrossKDParams(LossParams):
     loc_weight: float = 4.0
     temperature: float = 1.0
     ctr_weight: float = 0.0
+    aligner_fit: bool = True
 
     positive_fields = ("temperature",)
 
@@ -193,11 +208,10 @@ class CrossKDLoss(DistillLoss):
         self.preactivation = 0 < stage < teacher_head.num_stages
         self.stage_parts = tuple(p + PREACTIVATION for p in PARTS) if self.preactivation else PARTS if stage else ()
         if stage == 0:
-            self.aligners = nn.ModuleDict(
-                {"feats": ChannelAligner(student_head.feat_channels, teacher_head.feat_channels)}
-            )
+            aligner = FittedAligner if params.aligner_fit else ChannelAligner
+            self.aligners = nn.ModuleDict({"feats": aligner(student_head.feat_channels, teacher_head.feat_channels)})
         else:
-            self.aligners = stage_aligners(student_head, teacher_head, PARTS)
+            self.aligners = stage_aligners(student_head, teacher_head, PARTS, fitted=params.aligner_fit)
 
     @classmethod
     def from_heads(cls, params: CrossKDParams, teacher: HeadAdapter, student: HeadAdapter) -> CrossKDLoss:
@@ -239,9 +253,9 @@ class CrossKDLoss(DistillLoss):
                 aligned[part] = aligned[PARTS[0]]
                 continue
             aligner = self.aligners["feats" if stage == 0 else part]
-            student_inputs = aligner([feat.float() for feat in self._cut_inputs(student, part)])
-            teacher_inputs = self._cut_inputs(teacher, part)
-            aligned[part] = [moment_align(s, t.float()) for s, t in zip(student_inputs, teacher_inputs, strict=True)]
+            teacher_inputs = [feat.float() for feat in self._cut_inputs(teacher, part)]
+            student_inputs = aligner([feat.float() for feat in self._cut_inputs(student, part)], teacher_inputs)
+            aligned[part] = [moment_align(s, t) for s, t in zip(student_inputs, teacher_inputs, strict=True)]
         per_level: dict[str, list[Tensor]] = {}
         branch, preactivation, adapter = self.params.branch, self.preactivation, self.teacher_adapter
         for part in PARTS:

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
-from yolokd.losses.common import ChannelAligner, spatial_attention
+from yolokd.losses.common import ChannelAligner, FittedAligner, spatial_attention
 from yolokd.views import HeadSpec, Targets, View
 
 
@@ -121,12 +121,16 @@ class DFDParams(LossParams):
             non-negative pair is accepted so the ratio can be studied.
         trans_expansion: hidden width of ``f_trans`` as a multiple of the teacher width (paper Table 5: 0.5, 1
             and 2 give 39.8, 40.1 and 40.2 mAP; at YOLOv8s widths 0.5/1/2 mean 1.1/3.8/13.8 M parameters).
+        aligner_fit: 1x1 aligners at every width, fitted by least squares from the student's neck features to the
+            teacher's on the first training batch, then trained (:class:`~yolokd.losses.common.FittedAligner`).
+            False: identity at equal widths, a randomly initialised 1x1 conv where they differ.
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
     high_disparity_weight: float = 2.8
     low_disparity_weight: float = 1.0
     trans_expansion: float = 2.0
+    aligner_fit: bool = False
 
     positive_fields = ("trans_expansion",)
     renamed_fields = (("hd_weight", "high_disparity_weight"), ("ld_weight", "low_disparity_weight"))
@@ -142,11 +146,12 @@ class DFDLoss(DistillLoss):
 
     def __init__(self, params: DFDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         super().__init__(params, teacher_head, student_head)
-        self.aligner = ChannelAligner(student_head.feat_channels, teacher_head.feat_channels)
+        aligner = FittedAligner if params.aligner_fit else ChannelAligner
+        self.aligner = aligner(student_head.feat_channels, teacher_head.feat_channels)
         self.transforms = nn.ModuleList(Conv131(c, params.trans_expansion) for c in teacher_head.feat_channels)
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
-        aligned = self.aligner([f.float() for f in student.feats])
+        aligned = self.aligner([f.float() for f in student.feats], [f.float() for f in teacher.feats])
         high_sums, low_sums = [], []
         for student_feat, teacher_feat, transform in zip(aligned, teacher.feats, self.transforms, strict=True):
             teacher_feat = teacher_feat.float()

@@ -141,6 +141,9 @@ class PGDParams(LossParams):
         cls_xi: ξ of the cls mask.
         box_xi: ξ of the box mask.
         level_weights: λ per level from P3, multiplying the cls α and β terms (one entry per head level).
+        aligner_fit: 1x1 aligners at every width, fitted by least squares from the student's stage-0 outputs to the
+            teacher's on the first training batch, then trained (:class:`~yolokd.losses.common.FittedAligner`).
+            False: identity at equal widths, a randomly initialised 1x1 conv where they differ.
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
@@ -153,6 +156,7 @@ class PGDParams(LossParams):
     cls_xi: float = 0.8
     box_xi: float = 0.6
     level_weights: tuple[float, ...] = (1.0, 1.25, 1.5)
+    aligner_fit: bool = False
 
     positive_fields = ("temperature",)
 
@@ -183,7 +187,7 @@ class PGDLoss(DistillLoss):
 
     def __init__(self, params: PGDParams, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         super().__init__(params, teacher_head, student_head)
-        self.aligners = stage_aligners(student_head, teacher_head, PARTS)
+        self.aligners = stage_aligners(student_head, teacher_head, PARTS, fitted=params.aligner_fit)
 
     def check_pair(self, teacher_head: HeadSpec, student_head: HeadSpec) -> None:
         super().check_pair(teacher_head, student_head)
@@ -217,7 +221,12 @@ class PGDLoss(DistillLoss):
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         shapes = [tuple(f.shape[-2:]) for f in teacher.feats]
         masks = {name: _split_levels(mask, shapes) for name, mask in self.weight_masks(teacher, targets).items()}
-        student_feats = {part: self.aligners[part]([f.float() for f in student.stages[part][0]]) for part in PARTS}
+        student_feats = {
+            part: self.aligners[part](
+                [f.float() for f in student.stages[part][0]], [f.float() for f in teacher.stages[part][0]]
+            )
+            for part in PARTS
+        }
         # a GT weights at most K anchors: no level has more than K·M non-zero box weights per image
         max_cells = self.params.topk * max(1, targets.gt_boxes.shape[1])
         totals: dict[str, list[Tensor]] = {suffix: [] for suffix in self.term_suffixes}

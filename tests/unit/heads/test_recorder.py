@@ -138,3 +138,33 @@ def test_no_parts_records_nothing_and_adds_no_hooks():
         assert not _has_hooks(model)
         model(_feats())
         assert recorder.stages("one2many") == {}
+
+
+def test_preactivations_survive_in_place_activations():
+    """Ultralytics' load_checkpoint (how teachers are loaded) makes every SiLU in-place, which overwrote a recorded
+    BN output with its activation; a pre-activation recorder turns them out-of-place, so the record is the BN output."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    from yolokd.heads import adapter_for
+
+    torch.manual_seed(0)
+    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    for module in model.modules():
+        if isinstance(module, nn.BatchNorm2d):
+            module.momentum = 1.0  # BN statistics of one batch: O(1) features, as in a trained model
+        if hasattr(module, "inplace"):
+            module.inplace = True  # as load_checkpoint leaves a loaded model
+    with torch.no_grad():
+        model.train()(torch.rand(2, 3, 64, 64))
+    model.eval()
+    stage = model.model[-1].cv2[0][0]
+    inputs = []
+    stage.register_forward_pre_hook(lambda _module, args: inputs.append(args[0]))
+    recorder = StageRecorder(adapter_for(model), ("one2many",), ("box_preact",))
+    with recorder.recording(), torch.no_grad():
+        model(torch.rand(1, 3, 64, 64))
+        recorded = recorder.stages("one2many")["box_preact"][0][0]
+    with torch.no_grad():
+        expected = stage.bn(stage.conv(inputs[0]))
+    assert torch.equal(recorded, expected)
+    assert recorded.min() < -0.3  # below SiLU's minimum (-0.278): not an activation

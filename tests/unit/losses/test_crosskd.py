@@ -51,9 +51,10 @@ def _targets(view: View) -> Targets:
     return targets_for(fg_mask)
 
 
-def _loss_and_views(teacher, student, stage: int, images=None):
+def _loss_and_views(teacher, student, stage: int, images=None, aligner_fit: bool = False):
     images = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)) if images is None else images
-    loss = CrossKDLoss.from_heads(CrossKDParams(stage=stage), adapter_for(teacher), adapter_for(student))
+    params = CrossKDParams(stage=stage, aligner_fit=aligner_fit)
+    loss = CrossKDLoss.from_heads(params, adapter_for(teacher), adapter_for(student))
     with torch.no_grad():
         teacher_view = _view(teacher, images, loss.stage_parts)
     return loss, _view(student, images, loss.stage_parts), teacher_view
@@ -185,13 +186,15 @@ def test_run_tail_reproduces_the_heads_own_outputs(stage, preactivation):
         assert torch.allclose(torch.cat(tail, 2).transpose(1, 2), output, atol=1e-5), part
 
 
-def test_half_precision_teacher_runs_and_returns_fp32(teacher):
+@pytest.mark.parametrize("aligner_fit", [False, True])
+def test_half_precision_teacher_runs_and_returns_fp32(teacher, aligner_fit):
     """An fp16 teacher (CUDA + AMP storage) with an fp32 student: fp32 terms close to the fp32 teacher's."""
     student = _model("yolov8n.yaml", seed=1)
-    loss, student_view, teacher_view = _loss_and_views(teacher, student, 1)
+    loss, student_view, teacher_view = _loss_and_views(teacher, student, 1, aligner_fit=aligner_fit)
     reference = loss(student_view, teacher_view, _targets(student_view))
     half_teacher = copy.deepcopy(teacher).half()
-    half_loss = CrossKDLoss.from_heads(CrossKDParams(), adapter_for(half_teacher), adapter_for(student))
+    params = CrossKDParams(aligner_fit=aligner_fit)
+    half_loss = CrossKDLoss.from_heads(params, adapter_for(half_teacher), adapter_for(student))
     with torch.no_grad():
         half_view = _view(
             half_teacher,
@@ -200,8 +203,9 @@ def test_half_precision_teacher_runs_and_returns_fp32(teacher):
         )
     terms = half_loss(student_view, half_view, _targets(student_view))
     sum(terms.values()).backward()
+    tolerance = 0.15 if aligner_fit else 0.05  # the fit itself reads the fp16 teacher's features
     for name, value in terms.items():
-        assert value.dtype == torch.float32 and value.item() == pytest.approx(reference[name].item(), rel=0.05)
+        assert value.dtype == torch.float32 and value.item() == pytest.approx(reference[name].item(), rel=tolerance)
     assert student.model[-1].cv2[0][0].conv.weight.grad.abs().sum() > 0
 
 
@@ -258,10 +262,43 @@ def test_a_head_without_the_cut_stage_is_refused():
 def test_different_widths_get_trainable_aligners():
     """A YOLO11s teacher for a YOLOv8n student: 1x1 aligners map the student's cut widths to the teacher's."""
     teacher, student = adapter_for(_model("yolo11s.yaml", seed=0)), adapter_for(_model("yolov8n.yaml", seed=1))
-    loss = CrossKDLoss.from_heads(CrossKDParams(), teacher, student)
+    loss = CrossKDLoss.from_heads(CrossKDParams(aligner_fit=False), teacher, student)
     cls_conv = loss.aligners["cls"].convs[0]
     assert (cls_conv.in_channels, cls_conv.out_channels) == (64, 128)
     assert isinstance(loss.aligners["box"].convs[0], torch.nn.Identity)  # 64 -> 64
+    fitted = CrossKDLoss.from_heads(CrossKDParams(aligner_fit=True), teacher, student)
+    assert all(isinstance(fitted.aligners[part].convs[0], torch.nn.Conv2d) for part in ("box", "cls"))
+
+
+def _permute_stage0(model: DetectionModel, seed: int = 1) -> DetectionModel:
+    """The same function with the channels of every tower's stage 0 in another order (a student whose head basis is
+    not the teacher's, as for two models trained apart): stage 0's outputs and stage 1's inputs permuted together."""
+    model = copy.deepcopy(model)
+    generator = torch.Generator().manual_seed(seed)
+    head = model.model[-1]
+    with torch.no_grad():
+        for tower in (*head.cv2, *head.cv3):
+            first, second = tower[0], tower[1]
+            order = torch.randperm(first.conv.out_channels, generator=generator)
+            first.conv.weight.copy_(first.conv.weight[order])
+            for name in ("weight", "bias", "running_mean", "running_var"):
+                getattr(first.bn, name).copy_(getattr(first.bn, name)[order])
+            second.conv.weight.copy_(second.conv.weight[:, order])
+    return model.requires_grad_(True)
+
+
+def test_fitted_aligner_finds_the_students_basis():
+    """A student computing the teacher's function in a permuted stage-0 basis: the paper's identity pairing gives large
+    KD terms (it asks the student to rebuild its basis); the fitted aligner recovers the permutation, terms ~0."""
+    teacher = _frozen(_model("yolov8n.yaml", seed=0))
+    student = _permute_stage0(teacher)
+    images = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    terms = {}
+    for fit in (False, True):
+        loss, student_view, teacher_view = _loss_and_views(teacher, student, 1, images, aligner_fit=fit)
+        terms[fit] = loss(student_view, teacher_view, _targets(student_view))
+    assert all(terms[False][name] > 0.05 for name in terms[False]), terms
+    assert all(terms[True][name] < 0.01 * terms[False][name] for name in terms[True]), terms
 
 
 def test_negative_ltrb_of_direct_regression_heads_is_clamped():

@@ -89,7 +89,8 @@ def test_fcos_twins_cross_centerness_is_the_teachers():
     entropy over the positives (the BCE's minimum) and gives the student no gradient."""
     teacher = tiny_fcos(seed=0)
     student = copy.deepcopy(teacher.eval()).requires_grad_(True)  # eval: the backbone's BatchNorm as the teacher's
-    loss, terms, student_view, teacher_view = _run(teacher, student, CrossKDParams(stage=1, ctr_weight=1.0))
+    params = CrossKDParams(stage=1, ctr_weight=1.0, aligner_fit=False)  # the paper pairing: identity on twins
+    loss, terms, student_view, teacher_view = _run(teacher, student, params)
     cross = loss.cross_head_outputs(student_view, teacher_view)
     assert cross["centerness"].shape == (2, 84)
     assert torch.allclose(cross["centerness"], teacher_view.centerness, atol=1e-5)

@@ -172,3 +172,19 @@ def test_bad_parameters_rejected(key, value):
     """Negative weights and a non-positive expansion are ValueErrors naming the key."""
     with pytest.raises(ValueError, match=key):
         DFDParams(**{key: value})
+
+
+def test_fitted_aligner_removes_a_linear_change_of_basis():
+    """Teacher features an affine map of a narrower student's (another basis, as for two models trained apart): the
+    strict term through a random aligner is large; with ``aligner_fit`` the first call fits the map and it is ~0."""
+    generator = torch.Generator().manual_seed(0)
+    student = torch.randn(4, 3, 6, 6, generator=generator)
+    mixing = torch.randn(5, 3, generator=generator)
+    teacher = torch.einsum("ts,bshw->bthw", mixing, student) + 0.5
+    terms = {}
+    for fit in (False, True):
+        torch.manual_seed(0)
+        loss = DFDLoss(DFDParams(aligner_fit=fit), feature_spec(5), feature_spec(3))
+        terms[fit] = _terms(loss, student, teacher)
+    strict = "dfd_low_disparity"
+    assert terms[False][strict] > 0.1 and terms[True][strict] < 1e-3 * terms[False][strict], terms
