@@ -21,7 +21,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.engine.ddp import distributed
 from yolokd.views import HeadSpec, View
 
 LSTSQ_RIDGE = 1e-3  # ridge of the aligner fit, relative to the mean feature energy: keeps it well posed, no more
@@ -98,7 +97,7 @@ class FittedAligner(nn.Module):
             inputs = torch.cat((inputs, inputs.new_ones(inputs.shape[0], 1)), 1)  # (N, D_s + 1), the bias column
             targets = teacher.detach().float().permute(0, 2, 3, 1).reshape(-1, teacher.shape[1])
             gram, cross = inputs.T @ inputs, inputs.T @ targets
-            if distributed():
+            if torch.distributed.is_available() and torch.distributed.is_initialized():  # DDP: one fit
                 torch.distributed.all_reduce(gram)
                 torch.distributed.all_reduce(cross)
             ridge = LSTSQ_RIDGE * gram.diagonal().mean().clamp(min=torch.finfo(torch.float32).tiny)
