@@ -99,6 +99,8 @@ class StageRecorder:
         self.adapter = adapter
         self.branches = branches if parts else ()
         self.parts = parts
+        if any(part.endswith(PREACTIVATION) for part in parts):  # once, not per recorded forward
+            keep_preactivations(adapter.head)
         self.store = FeatureStore()
         self.handles: list[torch.utils.hooks.RemovableHandle] = []
 
@@ -113,8 +115,6 @@ class StageRecorder:
             return
         if self.parts:
             self.handles.append(self.adapter.head.register_forward_pre_hook(ForwardStart(self.store)))
-        if any(part.endswith(PREACTIVATION) for part in self.parts):
-            keep_preactivations(self.adapter.head)
         for branch in self.branches:
             for part in self.parts:
                 for stage in range(self.adapter.spec.num_stages):
