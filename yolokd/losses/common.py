@@ -34,14 +34,20 @@ class ChannelAligner(nn.Module):
     Args:
         student_channels: D_s of each level.
         teacher_channels: D_t of each level.
+        identity_at_equal_widths: an identity where D_s == D_t (the papers' pairing); False puts a conv there too.
     """
 
-    def __init__(self, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...]) -> None:
+    def __init__(
+        self,
+        student_channels: tuple[int, ...],
+        teacher_channels: tuple[int, ...],
+        identity_at_equal_widths: bool = True,
+    ) -> None:
         super().__init__()
         if len(student_channels) != len(teacher_channels):
             raise ValueError(f"student has {len(student_channels)} levels, teacher {len(teacher_channels)}")
         self.convs = nn.ModuleList(
-            nn.Identity() if s == t else nn.Conv2d(s, t, kernel_size=1)
+            nn.Identity() if s == t and identity_at_equal_widths else nn.Conv2d(s, t, kernel_size=1)
             for s, t in zip(student_channels, teacher_channels, strict=True)
         )
 
@@ -51,7 +57,7 @@ class ChannelAligner(nn.Module):
         return [conv(feature) for conv, feature in zip(self.convs, features, strict=True)]
 
 
-class FittedAligner(nn.Module):
+class FittedAligner(ChannelAligner):
     """Per-level 1x1 convs from the student's widths to the teacher's (at every width, equal ones included), whose
     first call fits them by least squares: ``W = argmin Σ_cells ||t - W [s; 1]||² + λ ||W||²`` on that batch's
     features, detached, λ = :data:`LSTSQ_RIDGE` x the mean feature energy. Afterwards they are trained like any
@@ -66,12 +72,7 @@ class FittedAligner(nn.Module):
     """
 
     def __init__(self, student_channels: tuple[int, ...], teacher_channels: tuple[int, ...]) -> None:
-        super().__init__()
-        if len(student_channels) != len(teacher_channels):
-            raise ValueError(f"student has {len(student_channels)} levels, teacher {len(teacher_channels)}")
-        self.convs = nn.ModuleList(
-            nn.Conv2d(s, t, kernel_size=1) for s, t in zip(student_channels, teacher_channels, strict=True)
-        )
+        super().__init__(student_channels, teacher_channels, identity_at_equal_widths=False)
         self.register_buffer("fitted", torch.zeros((), dtype=torch.bool))
         self._fitted = False  # host-side copy of the buffer: no device sync per step
 
@@ -109,7 +110,7 @@ class FittedAligner(nn.Module):
         """L tensors (B, D_s, H, W) -> L tensors (B, D_t, H, W); the first call with ``teacher_features`` fits."""
         if not self._fitted and teacher_features is not None:
             self.fit(features, teacher_features)
-        return [conv(feature) for conv, feature in zip(self.convs, features, strict=True)]
+        return super().forward(features)
 
 
 def stage_aligners(
