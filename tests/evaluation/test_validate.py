@@ -72,3 +72,31 @@ def test_coco_metrics_on_a_task_model_refused(synthetic_data, tmp_path):
     with pytest.raises(ValueError, match=r"^coco: .* is a segment model: validate it with coco=false") as error:
         validate_model(checkpoint, coco=True, data=str(synthetic_data))
     assert "\n" not in str(error.value)
+
+
+def test_nms_is_never_cut_short(monkeypatch):
+    """Ultralytics' NMS gives up after 2 + 0.05 x batch seconds and leaves later images empty; ours never does.
+
+    A clock that jumps 100 s per reading makes every image "too slow": Ultralytics' own postprocess keeps the first
+    image's detections only, the validator's keeps every image's.
+    """
+    from types import SimpleNamespace
+
+    import torch
+    from ultralytics.models.yolo.detect import DetectionValidator
+    from ultralytics.utils import nms
+
+    clock = iter(range(0, 10**6, 100))
+    monkeypatch.setattr(nms.time, "time", lambda: float(next(clock)))
+    boxes = torch.tensor([[20.0, 20.0, 10.0, 10.0], [60.0, 60.0, 12.0, 12.0]]).T  # (4, A) xywh, apart
+    scores = torch.tensor([[0.9, 0.8], [0.0, 0.0]])  # (C, A): one class above conf, so one detection per box
+    preds = torch.cat((boxes, scores)).unsqueeze(0).repeat(4, 1, 1)  # (B=4, 4 + C, A)
+    args = SimpleNamespace(conf=0.001, iou=0.7, task="detect", single_cls=False, agnostic_nms=False, max_det=300)
+
+    def detections(validator_class) -> list[int]:
+        validator = validator_class.__new__(validator_class)
+        validator.args, validator.nc, validator.end2end = args, 2, False
+        return [len(image["conf"]) for image in validator.postprocess(preds)]
+
+    assert detections(DetectionValidator) == [2, 0, 0, 0]  # the limit this guards against is real
+    assert detections(CocoDetectionValidator) == [2, 2, 2, 2]

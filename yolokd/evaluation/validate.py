@@ -9,6 +9,11 @@ ground truth converted from the YOLO labels (cached, see :mod:`yolokd.evaluation
 own (which needs ``faster-coco-eval``, or COCO's annotation files). Results go to ``<save_dir>/val_metrics.json``.
 On COCO itself the converted labels lack crowd boxes and mask areas, so use the official annotation file for
 numbers that must match published ones exactly.
+
+NMS without a time limit: Ultralytics' ``non_max_suppression`` stops after ``2 + 0.05 x batch`` seconds and leaves
+the remaining images of the batch with no detections (a warning, nothing else). A dense head with several anchors per
+cell (RetinaNet: 9) on a CPU crosses that limit (measured: 127 ms per image, 4 s per batch of 32, every batch cut), so
+its mAP would depend on the machine's speed. The validator here runs NMS to the end for every image.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from ultralytics.models.yolo.detect import DetectionValidator
+from ultralytics.utils import nms
 
 from yolokd.evaluation.coco_eval import METRIC_NAMES, CocoMetrics, evaluate_coco
 from yolokd.evaluation.coco_gt import coco_gt_for_split
@@ -36,6 +43,22 @@ class CocoDetectionValidator(DetectionValidator):
 
     coco_metrics: CocoMetrics | None = None
     coco_gt_path: Path | None = None
+
+    def postprocess(self, preds: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Ultralytics' NMS call (``DetectionValidator.postprocess``) with no time limit: every image is processed."""
+        outputs = nms.non_max_suppression(
+            preds,
+            self.args.conf,
+            self.args.iou,
+            nc=0 if self.args.task == "detect" else self.nc,
+            multi_label=True,
+            agnostic=self.args.single_cls or self.args.agnostic_nms,
+            max_det=self.args.max_det,
+            end2end=self.end2end,
+            rotated=self.args.task == "obb",
+            max_time_img=float("inf"),
+        )
+        return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in outputs]
 
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
         """After Ultralytics wrote ``predictions.json``: pycocotools metrics of that very file."""
