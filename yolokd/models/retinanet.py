@@ -31,6 +31,10 @@ class RetinaNetDetect(SharedTowerDetect):
         octave_base_scale: side of the smallest anchor, in strides (RetinaNet: 4).
         scales_per_octave: anchor sizes per cell, ``2^(i / scales_per_octave)`` apart (RetinaNet: 3).
         ratios: anchor aspect ratios h / w (RetinaNet: 0.5, 1, 2).
+        tower_norm: GroupNorm in the towers (GFL's and FCOS's stage); False (the default) is the reference
+            config's towers without normalisation. ``[nc, 4, 4.0, 3, [0.5, 1.0, 2.0], True]`` in a YAML turns it on:
+            on the synthetic set a RetinaNet-n learns its classes much faster with it
+            (``benchmarks/dense_families/retinanet_probes.md``).
         reg_max: must be 1 (the YAML's ``reg_max: 1``): four deltas per anchor, no distribution.
         ch: widths of the input levels (all equal).
 
@@ -48,6 +52,7 @@ class RetinaNetDetect(SharedTowerDetect):
         octave_base_scale: float = 4.0,
         scales_per_octave: int = 3,
         ratios: tuple[float, ...] = (0.5, 1.0, 2.0),
+        tower_norm: bool = False,
         reg_max: int = 1,
         ch: tuple[int, ...] = (),
     ) -> None:
@@ -57,7 +62,13 @@ class RetinaNetDetect(SharedTowerDetect):
             )
         shapes = anchor_shapes(float(octave_base_scale), int(scales_per_octave), tuple(float(r) for r in ratios))
         super().__init__(
-            nc, stacked_convs, reg_max, ch, anchors_per_cell=len(shapes), tower_norm=False, level_scales=False
+            nc,
+            stacked_convs,
+            reg_max,
+            ch,
+            anchors_per_cell=len(shapes),
+            tower_norm=bool(tower_norm),
+            level_scales=False,
         )
         self.anchor_shapes = shapes
         self.register_buffer("anchor_wh", torch.tensor(shapes), persistent=False)

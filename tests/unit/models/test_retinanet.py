@@ -7,6 +7,7 @@ import pytest
 import torch
 from dense_models import TINY_GFL, gt_batch, tiny_retinanet
 from torchvision.ops import sigmoid_focal_loss
+from ultralytics.cfg import get_cfg
 
 from yolokd.models import (
     MODELS_DIR,
@@ -191,3 +192,21 @@ def test_anchor_settings_come_from_the_yaml_row():
     head = DenseDetectionModel(cfg, verbose=False).model[-1]
     assert head.anchors_per_cell == 2 and head.box_pred.out_channels == 8 and head.cls_pred.out_channels == 6
     assert torch.allclose(torch.tensor(head.anchor_shapes), torch.tensor([[3.0, 3.0], [3 * 2**0.5, 3 * 2**0.5]]))
+
+
+def test_tower_norm_from_the_yaml_row_trains():
+    """A sixth YAML argument True gives GroupNorm towers (convs without bias, as GFL's and FCOS's), the default 9
+    anchors, and a loss that back-propagates into the towers."""
+    cfg = {
+        **TINY_GFL,
+        "reg_max": 1,
+        "head": [[[2, 3, 4], 1, "RetinaNetDetect", ["nc", 2, 4.0, 3, [0.5, 1.0, 2.0], True]]],
+    }
+    model = DenseDetectionModel(cfg, verbose=False)
+    model.args = get_cfg()
+    head = model.model[-1]
+    assert sum(isinstance(m, torch.nn.GroupNorm) for m in head.modules()) == 4 and head.anchors_per_cell == 9
+    assert head.cls_tower[0].conv.bias is None
+    loss, _ = model.loss(gt_batch())
+    loss.sum().backward()
+    assert head.cls_tower[0].norm.weight.grad.abs().sum() > 0
