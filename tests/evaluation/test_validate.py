@@ -8,7 +8,7 @@ import pytest
 from ultralytics import YOLO
 
 from yolokd.evaluation.coco_gt import build_coco_gt, image_id
-from yolokd.evaluation.validate import CocoDetectionValidator, validate_model
+from yolokd.evaluation.validate import CocoDetectionValidator, FullNMSValidator, validate_model
 
 pytestmark = pytest.mark.integration
 
@@ -100,3 +100,17 @@ def test_nms_is_never_cut_short(monkeypatch):
 
     assert detections(DetectionValidator) == [2, 0, 0, 0]  # the limit this guards against is real
     assert detections(CocoDetectionValidator) == [2, 2, 2, 2]
+    assert detections(FullNMSValidator) == [2, 2, 2, 2]
+
+
+def test_distillation_trainer_validates_with_the_full_nms(tmp_path):
+    """Validation during a detect run (best.pt, results.csv) uses the same NMS as ``yolokd val``."""
+    from ultralytics.cfg import get_cfg
+    from ultralytics.utils import callbacks
+
+    from yolokd.engine.trainer import DistillationTrainer
+
+    trainer = DistillationTrainer.__new__(DistillationTrainer)
+    trainer.test_loader, trainer.save_dir, trainer.args = None, tmp_path, get_cfg()
+    trainer.callbacks = callbacks.get_default_callbacks()
+    assert isinstance(trainer.get_validator(), FullNMSValidator)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from contextlib import ExitStack
+from copy import copy
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,7 @@ from yolokd.engine.ddp import (
 )
 from yolokd.engine.distiller import Distiller, amp_teacher_dtype, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
+from yolokd.evaluation.validate import FullNMSValidator
 from yolokd.heads import adapter_for
 from yolokd.models import DenseDetectionModel, dense_head_name, resolve_model_yaml
 
@@ -456,6 +458,13 @@ class DistillationTrainer(DistillationMixin, DetectionTrainer):
         if weights:
             model.load(weights)
         return model
+
+    def get_validator(self) -> FullNMSValidator:
+        """Ultralytics' detection validator with NMS run to the end for every image (``yolokd.evaluation.validate``:
+        a RetinaNet head on a CPU crosses Ultralytics' time limit, which would leave images without detections)."""
+        return FullNMSValidator(
+            self.test_loader, save_dir=self.save_dir, args=copy(self.args), _callbacks=self.callbacks
+        )
 
 
 class SegmentationDistillationTrainer(DistillationMixin, SegmentationTrainer):

@@ -33,16 +33,8 @@ from yolokd.evaluation.coco_gt import coco_gt_for_split
 METRICS_FILE = "val_metrics.json"
 
 
-class CocoDetectionValidator(DetectionValidator):
-    """Ultralytics' DetectionValidator whose JSON evaluation is pycocotools on the split's cached COCO ground truth.
-
-    Attributes:
-        coco_metrics: the COCO metrics of the last (non-training) validation, None before it ran.
-        coco_gt_path: the ground-truth JSON it used.
-    """
-
-    coco_metrics: CocoMetrics | None = None
-    coco_gt_path: Path | None = None
+class FullNMSValidator(DetectionValidator):
+    """Ultralytics' DetectionValidator whose NMS has no time limit (module docstring): used while training, too."""
 
     def postprocess(self, preds: torch.Tensor) -> list[dict[str, torch.Tensor]]:
         """Ultralytics' NMS call (``DetectionValidator.postprocess``) with no time limit: every image is processed."""
@@ -59,6 +51,18 @@ class CocoDetectionValidator(DetectionValidator):
             max_time_img=float("inf"),
         )
         return [{"bboxes": x[:, :4], "conf": x[:, 4], "cls": x[:, 5], "extra": x[:, 6:]} for x in outputs]
+
+
+class CocoDetectionValidator(FullNMSValidator):
+    """Ultralytics' DetectionValidator whose JSON evaluation is pycocotools on the split's cached COCO ground truth.
+
+    Attributes:
+        coco_metrics: the COCO metrics of the last (non-training) validation, None before it ran.
+        coco_gt_path: the ground-truth JSON it used.
+    """
+
+    coco_metrics: CocoMetrics | None = None
+    coco_gt_path: Path | None = None
 
     def eval_json(self, stats: dict[str, Any]) -> dict[str, Any]:
         """After Ultralytics wrote ``predictions.json``: pycocotools metrics of that very file."""
