@@ -123,7 +123,8 @@ class DFDParams(LossParams):
             and 2 give 39.8, 40.1 and 40.2 mAP; at YOLOv8s widths 0.5/1/2 mean 1.1/3.8/13.8 M parameters).
         aligner_fit: 1x1 aligners at every width, fitted by least squares from the student's neck features to the
             teacher's on the first training batch, then trained (:class:`~yolokd.losses.common.FittedAligner`).
-            False: identity at equal widths, a randomly initialised 1x1 conv where they differ.
+            False (default): identity at equal widths, a randomly initialised 1x1 conv where they differ. Off because
+            measured on the pretrained evidence benchmark (3 seeds) the fit left DFD at noise (README, Results).
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)

@@ -143,7 +143,8 @@ class PGDParams(LossParams):
         level_weights: λ per level from P3, multiplying the cls α and β terms (one entry per head level).
         aligner_fit: 1x1 aligners at every width, fitted by least squares from the student's stage-0 outputs to the
             teacher's on the first training batch, then trained (:class:`~yolokd.losses.common.FittedAligner`).
-            False: identity at equal widths, a randomly initialised 1x1 conv where they differ.
+            False (default): identity at equal widths, a randomly initialised 1x1 conv where they differ. Off because
+            measured on the pretrained evidence benchmark (3 seeds) the fit left PGD at noise (README, Results).
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
