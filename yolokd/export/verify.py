@@ -174,10 +174,14 @@ def map_check(student, exported: Path, options: ExportOptions, precision: str, f
     ``fake_quant`` (the fake-quant model a Q/DQ ONNX was exported from) its mAP too."""
     from ultralytics import YOLO
 
+    from yolokd.evaluation.validate import FullNMSValidator
+
     height, width = images.image_size(options.imgsz)
     device = "0" if exported.suffix == ".engine" else (options.device or "cpu")
+    validator = FullNMSValidator if student.task == "detect" else None  # no NMS time limit: the two mAPs comparable
     with tempfile.TemporaryDirectory() as folder:
         common = dict(data=options.data, split="val", device=device, plots=False, verbose=False, project=folder)
+        common["validator"] = validator
         pytorch = dict(imgsz=[height, width], batch=options.batch, rect=False, **common)
         torch_metrics = student.val(name="pt", **pytorch)
         export_metrics = YOLO(str(exported), task=student.task).val(name="export", **common)
