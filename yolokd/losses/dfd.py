@@ -152,7 +152,7 @@ class DFDLoss(DistillLoss):
         self.transforms = nn.ModuleList(Conv131(c, params.trans_expansion) for c in teacher_head.feat_channels)
 
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
-        aligned = self.aligner([f.float() for f in student.feats], [f.float() for f in teacher.feats])
+        aligned = self.aligner([f.float() for f in student.feats], teacher.feats)  # teacher's: read by a fit only
         high_sums, low_sums = [], []
         for student_feat, teacher_feat, transform in zip(aligned, teacher.feats, self.transforms, strict=True):
             teacher_feat = teacher_feat.float()

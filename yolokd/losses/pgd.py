@@ -222,10 +222,8 @@ class PGDLoss(DistillLoss):
     def forward(self, student: View, teacher: View, targets: Targets) -> dict[str, Tensor]:
         shapes = [tuple(f.shape[-2:]) for f in teacher.feats]
         masks = {name: _split_levels(mask, shapes) for name, mask in self.weight_masks(teacher, targets).items()}
-        student_feats = {
-            part: self.aligners[part](
-                [f.float() for f in student.stages[part][0]], [f.float() for f in teacher.stages[part][0]]
-            )
+        student_feats = {  # the teacher's stage outputs are read by a fitted aligner's first call only
+            part: self.aligners[part]([f.float() for f in student.stages[part][0]], teacher.stages[part][0])
             for part in PARTS
         }
         # a GT weights at most K anchors: no level has more than K·M non-zero box weights per image
