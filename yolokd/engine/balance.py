@@ -75,9 +75,10 @@ class Balance:
 
 
 def method_scales(
-    gt_grad: float, method_grads: dict[str, float], shares: dict[str, float], mode: str
+    gt_grad: float, method_grads: dict[str, float], shares: dict[str, float | None], mode: str
 ) -> dict[str, float]:
-    """Frozen scale per method: ``share * gt_grad / method_grad`` in auto mode, 1.0 in paper mode.
+    """Frozen scale per method: ``share * gt_grad / method_grad`` in auto mode, 1.0 in paper mode and for a method
+    whose share is None (its own normalisation sets its size: LD's default).
 
     Raises:
         ValueError: in auto mode, when a method's or the GT loss's gradient is zero or not finite (nothing to
@@ -92,6 +93,9 @@ def method_scales(
         )
     scales = {}
     for name, grad in method_grads.items():
+        if shares[name] is None:
+            scales[name] = 1.0
+            continue
         if not (math.isfinite(grad) and grad > 0):
             raise ValueError(
                 f"KD balance: method '{name}' has gradient norm {grad} on the student over the balance batches "
@@ -240,7 +244,7 @@ def measure_balance(
     model: nn.Module,
     criterion: Any,
     batches: Iterable[dict[str, Any]],
-    shares: dict[str, float],
+    shares: dict[str, float | None],
     mode: str,
     detail: bool = True,
     reduce_grads: GradReduce | None = None,
@@ -252,7 +256,7 @@ def measure_balance(
         model: the student (its ``criterion`` is `criterion`); run in train mode as in training.
         criterion: the run's :class:`~yolokd.engine.criterion.DistillationCriterion` (kd_factor and scales at 1).
         batches: preprocessed training batches.
-        shares: each method's target gradient share (``grad_share``), keyed by loss-module name.
+        shares: each method's target gradient share (``grad_share``; None: its own scale), keyed by loss-module name.
         mode: ``auto`` or ``paper``.
         detail: gradient norms of every GT component and KD term (the table); False measures only the whole GT
             loss's and each method's (what the scales need; the per-epoch update), the others' norms are NaN.

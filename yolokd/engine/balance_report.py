@@ -31,7 +31,7 @@ class MethodBalance:
     terms: list[str]
     grad_norm: float
     measured_share: float
-    grad_share: float
+    grad_share: float | None  # None: the method's own normalisation sets its size (scale 1)
     scale: float
     concentration: float | None = None  # layer_concentration(); None where not measured (the per-epoch update)
 
@@ -88,8 +88,9 @@ class BalanceReport:
         ]
         for name, method in self.methods.items():
             concentration = "-" if method.concentration is None else f"{method.concentration:.3g}"
+            target = "own scale" if method.grad_share is None else f"{method.grad_share:.3g}"
             lines.append(
-                f"| {name} | {', '.join(method.terms)} | {method.measured_share:.3g} | {method.grad_share:.3g} | "
+                f"| {name} | {', '.join(method.terms)} | {method.measured_share:.3g} | {target} | "
                 f"{method.scale:.4g} | {method.measured_share * method.scale:.3g} | {concentration} |"
             )
         lines += [

@@ -110,8 +110,8 @@ class Distiller:
         """Term names of each method (loss-module key)."""
         return {key: loss.term_names for key, loss in self.losses.items()}
 
-    def grad_shares(self) -> dict[str, float]:
-        """Each method's target gradient share of the GT loss (``grad_share``), for the balance step."""
+    def grad_shares(self) -> dict[str, float | None]:
+        """Each method's target gradient share of the GT loss (``grad_share``; None: its own scale), for the balance."""
         return {key: loss.params.grad_share for key, loss in self.losses.items()}
 
     def term_branches(self) -> dict[str, str]:

@@ -53,11 +53,13 @@ class LossParams:
             gradient on the student is this share of the GT loss's gradient, measured at the start of the run and
             again after each epoch (:mod:`yolokd.engine.balance`); the terms keep the paper's ratio to each other.
             Ignored in ``paper`` mode. Default: :data:`OUTPUT_GRAD_SHARE` for methods on the head's outputs,
-            :data:`FEATURE_GRAD_SHARE` for methods on intermediate features (their ``Params`` say so).
+            :data:`FEATURE_GRAD_SHARE` for methods on intermediate features (their ``Params`` say so). ``None``
+            (null): the method's own normalisation is its rule and the auto balance leaves it at scale 1 (still
+            measured and printed); LD's default, whose normalisation ties it to the GT DFL term (``yolokd.losses.ld``).
     """
 
     branch: str = "one2many"
-    grad_share: float = OUTPUT_GRAD_SHARE
+    grad_share: float | None = OUTPUT_GRAD_SHARE
 
     # Names of fields that must be > 0. A plain class attribute in subclasses (``positive_fields = ("temperature",)``),
     # never annotated there: an annotation would make it a config key.
@@ -69,7 +71,9 @@ class LossParams:
     def __post_init__(self) -> None:
         if self.branch not in BRANCHES:
             raise ValueError(f"branch={self.branch!r} is not one of {BRANCHES}")
-        for name in ("grad_share", *self.positive_fields):
+        if self.grad_share is not None and not self.grad_share > 0:
+            raise ValueError(f"grad_share={self.grad_share} must be > 0 (or null: the method's own scale)")
+        for name in self.positive_fields:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
         for field in fields(self):  # every term weight (``weight``, ``cls_weight``, ...) is a non-negative number
@@ -93,6 +97,8 @@ class LossParams:
         if TUNE_BOUNDS in field.metadata:
             return tuple(field.metadata[TUNE_BOUNDS])
         default = field.default
+        if field.name == "grad_share" and default is None:
+            default = OUTPUT_GRAD_SHARE  # a method at its own scale: searched (around 1) only where a config sets one
         if isinstance(default, bool) or not isinstance(default, int | float) or default == 0:
             return None
         if field.name.endswith("weight") or field.name == "grad_share":

@@ -27,6 +27,15 @@ student's TAL assignment (``Targets.fg_mask``). LD needs DFL heads (reg_max > 1)
 YOLO26 and FCOS (reg_max = 1, direct ltrb) and RetinaNet (reg_max = 1, anchor deltas) are refused when the run is
 built; use ``bckd`` (IoU-based localisation KD) or ``crosskd`` (GIoU for reg_max = 1 teachers) instead.
 
+Balance: LD's own scale is its rule (``grad_share: None``), so ``weight_mode: auto`` leaves it at scale 1 and only
+measures it. Its normalisation above is the transferable part: it keeps LD next to the GT DFL term as the reference
+does, and like the reference's, LD weighs each positive by the student's own score, so it is weak while the student
+cannot yet score its objects and grows as it learns (gradient share of the GT loss's at initialisation: 8e-4 on a
+from-scratch YOLOv8n, 0.27 on a from-scratch GFL-n with a YOLOv8s teacher, 1.1 on the fine-tuned YOLOv8n of the
+evidence benchmark; README Results). Scaled to a share of 1 of the GT gradient from the first step, as the other
+output-level methods are, LD made from-scratch students worse than their baselines (GFL-n -0.028, 3.6 SE; YOLOv8n
+-0.023, 1.5 SE; 3 seeds each). ``grad_share: 1.0`` in the config restores that scaling.
+
 OBB (rotated boxes): an OBB head's distributions are the ltrb distances in the frame of the anchor's own angle, so
 LD distils them as for detect (the teacher's angle fixes that frame); the angle itself is ``anglekd``'s term.
 """
@@ -74,10 +83,13 @@ class LDParams(LossParams):
     Attributes:
         weight: weight of the localisation distillation term.
         temperature: T, softens both distributions; the KL is multiplied by T².
+        grad_share: None (the default): LD keeps its own, reference-sized scale in ``weight_mode: auto`` (module
+            docstring, "Balance"); a number scales it to that share of the GT gradient as any other method.
     """
 
     weight: float = 0.25
     temperature: float = 10.0
+    grad_share: float | None = None
 
     positive_fields = ("temperature",)
 

@@ -97,6 +97,24 @@ def test_zero_gradient_method_is_a_clear_error_in_auto_mode():
     assert method_scales(0.0, {"a": 0.0}, {"a": 1.0}, "paper") == {"a": 1.0}
 
 
+def test_a_method_at_its_own_scale_keeps_scale_one_in_auto_mode():
+    """grad_share None (LD's default): scale 1 whatever its gradient (even 0), the others scaled as usual; the
+    table still measures its share and names its target as its own scale."""
+    assert method_scales(4.0, {"a": 2.0, "ld": 0.0}, {"a": 0.5, "ld": None}, "auto") == {"a": 1.0, "ld": 1.0}
+    report = measure_balance(ToyModel(), ToyCriterion(), _batches(1), {"a": None, "b": 2.0}, "auto")
+    assert report.scales["a"] == 1.0 and report.methods["a"].measured_share == pytest.approx(2.0)
+    assert report.methods["b"].measured_share * report.scales["b"] == pytest.approx(2.0)
+    assert "| own scale |" in report.markdown()
+
+
+def test_grad_share_must_be_positive_or_null():
+    from yolokd.losses.ld import LDParams
+
+    assert LDParams().grad_share is None and LDParams(grad_share=1.0).grad_share == 1.0
+    with pytest.raises(ValueError, match=r"grad_share=0.0 must be > 0 \(or null"):
+        LDParams(grad_share=0.0)
+
+
 def test_report_round_trips_exactly_and_renders(tmp_path):
     report = measure_balance(ToyModel(), ToyCriterion(), _batches(2), {"a": 1 / 3, "b": 0.7}, "auto")
     again = BalanceReport.from_dict(report.to_dict())
