@@ -32,9 +32,10 @@ measures it. Its normalisation above is the transferable part: it keeps LD next 
 does, and like the reference's, LD weighs each positive by the student's own score, so it is weak while the student
 cannot yet score its objects and grows as it learns (gradient share of the GT loss's at initialisation: 8e-4 on a
 from-scratch YOLOv8n, 0.27 on a from-scratch GFL-n with a YOLOv8s teacher, 1.1 on the fine-tuned YOLOv8n of the
-evidence benchmark; README Results). Scaled to a share of 1 of the GT gradient from the first step, as the other
-output-level methods are, LD made from-scratch students worse than their baselines (GFL-n -0.028, 3.6 SE; YOLOv8n
--0.023, 1.5 SE; 3 seeds each). ``grad_share: 1.0`` in the config restores that scaling.
+evidence benchmark; README "LD's scale"). Measured against scaling it to a share of 1 from the first step (3 seeds
+each, gain vs baseline): from-scratch YOLOv8n +0.008 (was -0.023), pretrained YOLOv8n -0.001 (was +0.003), both noise;
+a GFL-n student with a YOLOv8s teacher -0.024 (was -0.028), worse at either scale. ``grad_share: 1.0`` in the config
+restores the rescaling.
 
 OBB (rotated boxes): an OBB head's distributions are the ltrb distances in the frame of the anchor's own angle, so
 LD distils them as for detect (the teacher's angle fixes that frame); the angle itself is ``anglekd``'s term.
