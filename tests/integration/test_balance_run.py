@@ -43,17 +43,19 @@ def test_paper_mode_keeps_the_papers_weights(synthetic_data, calibrated_teacher,
     reports = {}
     for mode in ("paper", "auto"):
         config = _config(
-            synthetic_data, tmp_path / mode, teacher, distill=[{"loss": "ld"}, {"loss": "pkd"}],
+            synthetic_data, tmp_path / mode, teacher, distill=[{"loss": "ld"}, {"loss": "pkd"}, {"loss": "bckd"}],
             balance={"weight_mode": mode, "batches": 1},
         )  # fmt: skip
         reports[mode], _ = measure_experiment_balance(load_experiment(config))
     paper, auto = reports["paper"], reports["auto"]
-    assert paper.scales == {"ld_loc": 1.0, "pkd_feat": 1.0}
-    # same measurement, only the decision differs; default shares: LD on the head's outputs, PKD on neck features
-    for name, share in (("ld_loc", OUTPUT_GRAD_SHARE), ("pkd_feat", FEATURE_GRAD_SHARE)):
+    assert paper.scales == {"ld_loc": 1.0, "pkd_feat": 1.0, "bckd_cls_bckd_loc": 1.0}
+    # same measurement, only the decision differs; default shares: BCKD on the head's outputs, PKD on neck features,
+    # LD at its own scale (grad_share null: scale 1 in auto mode too)
+    for name, share in (("ld_loc", None), ("pkd_feat", FEATURE_GRAD_SHARE), ("bckd_cls_bckd_loc", OUTPUT_GRAD_SHARE)):
         assert paper.methods[name].measured_share == pytest.approx(auto.methods[name].measured_share, rel=1e-5)
         assert auto.methods[name].grad_share == share
-        assert auto.methods[name].scale == pytest.approx(share / auto.methods[name].measured_share, rel=1e-6)
+        expected = 1.0 if share is None else share / auto.methods[name].measured_share
+        assert auto.methods[name].scale == pytest.approx(expected, rel=1e-6)
 
 
 @pytest.mark.parametrize("every_epoch", [True, False], ids=["re-measured", "frozen"])
