@@ -34,7 +34,8 @@ def train_and_score(model: str, args: argparse.Namespace, out: Path) -> dict:
     """Train `model` with the demo schedule and validate its best.pt.
 
     Cached by the folder's score.json, reused only when its train arguments are the same; the cache knows nothing of
-    the code, so delete the folder after changing a head or loss (an earlier table's GFL-n row was such a stale run).
+    the code, so delete the folder after changing a head or loss (an earlier table's GFL-n row was most likely such a
+    stale run).
     """
     folder = out / Path(model).stem
     score_file = folder / "score.json"
