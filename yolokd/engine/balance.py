@@ -37,7 +37,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from yolokd.engine.balance_grads import GradReduce, SumsReduce, grad_norm, grad_squares, layer_concentration
+from yolokd.engine.balance_grads import (
+    GradReduce,
+    SumsReduce,
+    grad_norm,
+    grad_squares,
+    layer_concentration,
+    layer_pull,
+)
 from yolokd.engine.balance_report import GT_TOTAL, BalanceReport, MethodBalance, TermBalance
 
 WEIGHT_MODES = ("auto", "paper")
@@ -75,10 +82,19 @@ class Balance:
 
 
 def method_scales(
-    gt_grad: float, method_grads: dict[str, float], shares: dict[str, float | None], mode: str
+    gt_grad: float,
+    method_grads: dict[str, float],
+    shares: dict[str, float | None],
+    mode: str,
+    layer_pulls: dict[str, float | None] | None = None,
+    layer_shares: dict[str, float | None] | None = None,
 ) -> dict[str, float]:
     """Frozen scale per method: ``share * gt_grad / method_grad`` in auto mode, 1.0 in paper mode and for a method
     whose share is None (its own normalisation sets its size: LD's default).
+
+    A method with a layer cap (``layer_shares[m]``, the feature-level methods' default) gets at most
+    ``layer_share / layer_pull``: whatever its whole-student share, on its 90th-percentile layer it then pulls no
+    more than ``layer_share`` times the GT loss does there (``layer_pulls[m]``, measured at scale 1).
 
     Raises:
         ValueError: in auto mode, when a method's or the GT loss's gradient is zero or not finite (nothing to
@@ -91,6 +107,7 @@ def method_scales(
             f"KD balance: the GT loss has gradient norm {gt_grad} on the student, so no KD weight can be set from "
             "it; check the data's labels, or set balance.weight_mode=paper"
         )
+    layer_pulls, layer_shares = layer_pulls or {}, layer_shares or {}
     scales = {}
     for name, grad in method_grads.items():
         if shares[name] is None:
@@ -103,6 +120,9 @@ def method_scales(
                 "undefined; set balance.weight_mode=paper or remove the method"
             )
         scales[name] = shares[name] * gt_grad / grad
+        cap, pull = layer_shares.get(name), layer_pulls.get(name)
+        if cap is not None and pull is not None:  # None pull: no conv layer both reach, nothing to cap
+            scales[name] = min(scales[name], cap / pull)
     return scales
 
 
@@ -169,8 +189,8 @@ def _transform_generators(dataset: Any) -> list[tuple[Any, dict[str, Any], tuple
 @dataclass
 class BalanceSums:
     """The balance batches added up: per quantity [value sum, gradient-norm sum (None: not measured)], the
-    per-parameter squared gradient norms of the GT loss and of each method (``detail`` only, for
-    ``layer_concentration``), the GT component names and the number of batches."""
+    per-parameter squared gradient norms of the GT loss and of each method (for ``layer_concentration`` and
+    ``layer_pull``), the GT component names and the number of batches."""
 
     sums: dict[str, list[float | None]] = field(default_factory=dict)
     layer_squares: dict[str, Tensor] = field(default_factory=dict)
@@ -189,11 +209,11 @@ class BalanceSums:
         for name, value in values.items():
             entry = self.sums.setdefault(name, [0.0, 0.0])
             entry[0] += float(value.detach()) / batch_size
-            if detail and (name == GT_TOTAL or name.startswith("method:")):
+            if name == GT_TOTAL or name.startswith("method:"):  # per layer: concentration and the layer cap
                 squares = grad_squares(value, params, reduce_grads)
                 self.layer_squares[name] = self.layer_squares.get(name, 0) + squares
                 entry[1] += float(squares.sum().sqrt())
-            elif detail or name == GT_TOTAL or name.startswith("method:"):
+            elif detail:
                 entry[1] += grad_norm(value, params, reduce_grads)
             else:
                 entry[1] = None
@@ -249,6 +269,7 @@ def measure_balance(
     detail: bool = True,
     reduce_grads: GradReduce | None = None,
     reduce_sums: SumsReduce | None = None,
+    layer_shares: dict[str, float | None] | None = None,
 ) -> BalanceReport:
     """Measure every GT component and KD term on `batches` and decide each method's scale.
 
@@ -264,6 +285,7 @@ def measure_balance(
             (:func:`yolokd.engine.ddp.sum_gradients`): each rank measures its share of every global batch.
         reduce_sums: under DDP, averages each term's [value sum, gradient-norm sum] over the ranks
             (:func:`yolokd.engine.ddp.average_sums`), so every rank decides the same scales.
+        layer_shares: each method's cap on its per-layer pull (``layer_share``; None or absent: no cap).
     """
     is_conv = torch.tensor([p.ndim > 1 for p in model.parameters() if p.requires_grad], dtype=torch.bool)
     methods = criterion.distiller.method_terms()
@@ -278,7 +300,9 @@ def measure_balance(
     }
     gt = {name: mean[name] for name in (*totals.gt_names, GT_TOTAL)}
     method_grads = {m: mean[f"method:{m}"].grad_norm for m in methods}
-    scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode)
+    pulls = {m: layer_pull(squares[f"method:{m}"], squares[GT_TOTAL], is_conv) for m in methods}
+    layer_shares = layer_shares or {}
+    scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode, pulls, layer_shares)
     gt_grad = gt[GT_TOTAL].grad_norm
     return BalanceReport(
         weight_mode=mode,
@@ -295,6 +319,8 @@ def measure_balance(
                 concentration=layer_concentration(squares[f"method:{m}"], squares[GT_TOTAL], is_conv)
                 if detail
                 else None,
+                layer_share=layer_shares.get(m),
+                layer_pull=pulls[m],
             )
             for m in methods
         },
@@ -308,6 +334,7 @@ __all__ = [
     "BalanceReport",
     "grad_norm",
     "layer_concentration",
+    "layer_pull",
     "measure_balance",
     "method_scales",
     "preserved_state",

@@ -62,4 +62,20 @@ def layer_concentration(
     return float(torch.quantile(ratios.double(), quantile, interpolation="higher"))  # "linear" makes inf * 0 = NaN
 
 
-__all__ = ["GradReduce", "SumsReduce", "grad_norm", "grad_squares", "layer_concentration"]
+def layer_pull(method_squares: Tensor, gt_squares: Tensor, is_conv: Tensor, quantile: float = 0.9) -> float | None:
+    """How hard a method pulls on the layers it pulls hardest, as a multiple of the GT loss's pull on the same layer.
+
+    Per conv weight that both the method and the GT loss reach, ``||g_method|| / ||g_GT||``; returns the `quantile`
+    of those ratios (the next higher measured one). Unlike :func:`layer_concentration` this is not divided by the
+    whole-student ratio, so it scales with the method's weight: a method at scale s pulls ``s * layer_pull`` there.
+    Layers the GT loss does not reach in the measured batches (a head level with no positive) are left out, since no
+    share of a zero pull is defined; None when no conv weight is reached by both.
+    """
+    reached = is_conv & (method_squares > 0) & (gt_squares > 0)
+    if not bool(reached.any()):
+        return None
+    ratios = (method_squares[reached] / gt_squares[reached]).sqrt()
+    return float(torch.quantile(ratios.double(), quantile, interpolation="higher"))
+
+
+__all__ = ["GradReduce", "SumsReduce", "grad_norm", "grad_squares", "layer_concentration", "layer_pull"]

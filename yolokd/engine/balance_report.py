@@ -34,6 +34,8 @@ class MethodBalance:
     grad_share: float | None  # None: the method's own normalisation sets its size (scale 1)
     scale: float
     concentration: float | None = None  # layer_concentration(); None where not measured (the per-epoch update)
+    layer_share: float | None = None  # the cap on its pull per layer (``layer_share``); None: no cap
+    layer_pull: float | None = None  # layer_pull() at scale 1; None where no conv layer is reached by it and the GT
 
 
 @dataclass
@@ -82,23 +84,27 @@ class BalanceReport:
             lines.append(f"| {name} | {term.value:.4g} | {term.grad_norm:.4g} | {share:.3g} |")
         lines += [
             "",
-            "| method | terms | share at paper weights | target share | scale | share after scaling "
-            "| layer concentration (q90) |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| method | terms | share at paper weights | target share | layer cap | scale | share after scaling "
+            "| layer pull after scaling (q90) | layer concentration (q90) |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, method in self.methods.items():
-            concentration = "-" if method.concentration is None else f"{method.concentration:.3g}"
+            concentration = _number(method.concentration)
             target = "own scale" if method.grad_share is None else f"{method.grad_share:.3g}"
+            pull = "-" if method.layer_pull is None else f"{method.layer_pull * method.scale:.3g}"
             lines.append(
                 f"| {name} | {', '.join(method.terms)} | {method.measured_share:.3g} | {target} | "
-                f"{method.scale:.4g} | {method.measured_share * method.scale:.3g} | {concentration} |"
+                f"{_number(method.layer_share)} | {method.scale:.4g} | {method.measured_share * method.scale:.3g} | "
+                f"{pull} | {concentration} |"
             )
         lines += [
             "",
             "Layer concentration: over the conv layers a method reaches, the 90th percentile of (its gradient norm / "
             "the GT loss's) on one layer, divided by the same ratio over the whole student; about 1 when the method "
             "pulls every layer as the GT loss does, large when its pull is concentrated near the features it reads "
-            "(yolokd.losses.base.FEATURE_GRAD_SHARE).",
+            "(yolokd.losses.base.FEATURE_GRAD_SHARE). Layer pull: the same 90th percentile, not divided, over the "
+            "layers both reach; a method with a layer cap is scaled so it is at most the cap "
+            "(yolokd.losses.base.FEATURE_LAYER_SHARE).",
         ]
         return "\n".join(lines) + "\n"
 
@@ -109,6 +115,10 @@ class BalanceReport:
         json_path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
         md_path.write_text(self.markdown())
         return json_path, md_path
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
 
 
 __all__ = ["GT_TOTAL", "BalanceReport", "MethodBalance", "TermBalance"]

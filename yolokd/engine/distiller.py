@@ -114,6 +114,10 @@ class Distiller:
         """Each method's target gradient share of the GT loss (``grad_share``; None: its own scale), for the balance."""
         return {key: loss.params.grad_share for key, loss in self.losses.items()}
 
+    def layer_shares(self) -> dict[str, float | None]:
+        """Each method's cap on its pull per layer (``layer_share``; None: no cap), for the balance."""
+        return {key: loss.params.layer_share for key, loss in self.losses.items()}
+
     def term_branches(self) -> dict[str, str]:
         """The head branch each term distils."""
         return {name: loss.params.branch for loss in self.losses.values() for name in loss.term_names}

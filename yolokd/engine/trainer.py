@@ -275,6 +275,7 @@ class DistillationMixin:
                         detail,
                         reduce_grads=sum_gradients if distributed() else None,
                         reduce_sums=average_sums if distributed() else None,
+                        layer_shares=self.distiller.layer_shares(),
                     )
             finally:
                 criterion.kd_factor = factor

@@ -27,8 +27,15 @@ POSITIVE_SPAN = 2.0  # of a positive field (a temperature): default / 2 ... defa
 # layers next to a feature method follow the teacher's features rather than the detection loss, and those methods
 # made the student worse (README Results). A tenth of the share brings those layers back to about the GT's pull.
 # ``yolokd balance`` prints each method's concentration on any pair. Only AdamW runs are measured.
+#
+# A tenth is still a constant against a concentration that varies by method and pair (9-28 above), so at a tenth PGD
+# (concentration 15) still pulled its layers 1.5x harder than the GT loss did and made a from-scratch student worse
+# (README Results). So feature methods also carry a cap that is measured, not assumed: ``layer_share``, their pull on
+# their 90th-percentile layer as a multiple of the GT loss's on that layer (``layer_pull``), re-measured every epoch.
+# At a half the detection loss keeps the larger pull on every layer but the top tenth, on any pair and image size.
 OUTPUT_GRAD_SHARE = 1.0
 FEATURE_GRAD_SHARE = 0.1
+FEATURE_LAYER_SHARE = 0.5
 
 
 def tune_bounds(low: float, high: float) -> dict[str, tuple[float, float]]:
@@ -56,10 +63,16 @@ class LossParams:
             :data:`FEATURE_GRAD_SHARE` for methods on intermediate features (their ``Params`` say so). ``None``
             (null): the method's own normalisation is its rule and the auto balance leaves it at scale 1 (still
             measured and printed); LD's default, whose normalisation ties it to the GT DFL term (``yolokd.losses.ld``).
+        layer_share: in ``weight_mode: auto``, a cap on the method's pull per layer: its scale is at most what makes
+            its gradient on its 90th-percentile conv layer this multiple of the GT loss's gradient on that layer
+            (``layer_pull`` in :mod:`yolokd.engine.balance`), measured with the share and re-measured each epoch.
+            Default None (no cap) for methods on the head's outputs, :data:`FEATURE_LAYER_SHARE` for methods on
+            intermediate features; null in a config turns it off. Ignored in ``paper`` mode.
     """
 
     branch: str = "one2many"
     grad_share: float | None = OUTPUT_GRAD_SHARE
+    layer_share: float | None = None
 
     # Names of fields that must be > 0. A plain class attribute in subclasses (``positive_fields = ("temperature",)``),
     # never annotated there: an annotation would make it a config key.
@@ -73,6 +86,8 @@ class LossParams:
             raise ValueError(f"branch={self.branch!r} is not one of {BRANCHES}")
         if self.grad_share is not None and not self.grad_share > 0:
             raise ValueError(f"grad_share={self.grad_share} must be > 0 (or null: the method's own scale)")
+        if self.layer_share is not None and not self.layer_share > 0:
+            raise ValueError(f"layer_share={self.layer_share} must be > 0 (or null: no cap on the pull per layer)")
         for name in self.positive_fields:
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be > 0")
@@ -90,9 +105,10 @@ class LossParams:
     def search_bounds(cls, field: Field) -> tuple[float, float] | None:
         """Default ``yolokd tune`` range of one field; None where the field is not searched by default.
 
-        A field's ``tune_bounds`` metadata wins; otherwise term weights (``*weight``) and ``grad_share`` span
-        default / 4 ... default x 4 and ``positive_fields`` (temperatures, sizes) default / 2 ... default x 2. A weight
-        at 0 (a term that is off), and text, boolean and tuple fields are not searched unless metadata says so.
+        A field's ``tune_bounds`` metadata wins; otherwise term weights (``*weight``), ``grad_share`` and
+        ``layer_share`` span default / 4 ... default x 4 and ``positive_fields`` (temperatures, sizes) default / 2 ...
+        default x 2. A weight at 0 (a term that is off), and text, boolean and tuple fields are not searched unless
+        metadata says so.
         """
         if TUNE_BOUNDS in field.metadata:
             return tuple(field.metadata[TUNE_BOUNDS])
@@ -101,7 +117,7 @@ class LossParams:
             default = OUTPUT_GRAD_SHARE  # a method at its own scale: searched (around 1) only where a config sets one
         if isinstance(default, bool) or not isinstance(default, int | float) or default == 0:
             return None
-        if field.name.endswith("weight") or field.name == "grad_share":
+        if field.name.endswith("weight") or field.name in ("grad_share", "layer_share"):
             return default / WEIGHT_SPAN, default * WEIGHT_SPAN
         if field.name in cls.positive_fields and isinstance(default, float):
             return default / POSITIVE_SPAN, default * POSITIVE_SPAN

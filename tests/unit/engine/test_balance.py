@@ -16,6 +16,7 @@ from yolokd.engine.balance import (
     BalanceReport,
     grad_norm,
     layer_concentration,
+    layer_pull,
     measure_balance,
     method_scales,
     preserved_state,
@@ -113,6 +114,20 @@ def test_grad_share_must_be_positive_or_null():
     assert LDParams().grad_share is None and LDParams(grad_share=1.0).grad_share == 1.0
     with pytest.raises(ValueError, match=r"grad_share=0.0 must be > 0 \(or null"):
         LDParams(grad_share=0.0)
+
+
+def test_layer_share_is_the_feature_methods_default_and_must_be_positive_or_null():
+    from yolokd.losses import LOSSES
+    from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE
+    from yolokd.losses.pgd import PGDParams
+
+    for name, loss in LOSSES.items():
+        params = loss.Params()
+        feature = params.grad_share == FEATURE_GRAD_SHARE
+        assert params.layer_share == (FEATURE_LAYER_SHARE if feature else None), name
+    assert PGDParams(layer_share=None).layer_share is None
+    with pytest.raises(ValueError, match=r"layer_share=-1 must be > 0 \(or null"):
+        PGDParams(layer_share=-1)
 
 
 def test_report_round_trips_exactly_and_renders(tmp_path):
@@ -226,3 +241,46 @@ def test_balance_reports_output_methods_spread_and_feature_methods_concentrated(
     expected = float((g1.pow(2).sum() + g2.pow(2).sum()).sqrt() / g1.pow(2).sum().sqrt())
     assert report.methods["feat"].concentration == pytest.approx(expected, rel=1e-5) and expected > 1.2
     assert "| feat | feat_t |" in report.markdown() and f"{expected:.3g} |" in report.markdown()
+
+
+def test_layer_pull_on_hand_made_norms():
+    """The q90 per-layer ratio, not divided by the whole-student one; layers the GT loss misses are left out."""
+    conv = torch.tensor([True, True, True, True])
+    assert layer_pull(torch.tensor([4.0, 1, 1, 0]), torch.ones(4), conv) == pytest.approx(2.0)
+    assert layer_pull(torch.tensor([100.0, 9, 0, 0]), torch.tensor([0.0, 1, 1, 1]), conv) == pytest.approx(3.0)
+    assert layer_pull(torch.tensor([1.0, 0, 0, 0]), torch.tensor([0.0, 1, 1, 1]), conv) is None
+    # it scales with the method's weight: 10x the gradient is 10x the pull
+    assert layer_pull(torch.tensor([400.0, 100, 100, 0]), torch.ones(4), conv) == pytest.approx(20.0)
+
+
+def test_layer_cap_lowers_a_scale_and_never_raises_it():
+    """scale = min(share * gt / grad, layer_share / layer_pull); no cap or no measured pull: the share alone."""
+    shares = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
+    grads = {"a": 2.0, "b": 2.0, "c": 2.0, "d": 2.0}
+    pulls = {"a": 8.0, "b": 0.1, "c": 8.0, "d": None}
+    caps = {"a": 0.5, "b": 0.5, "c": None, "d": 0.5}
+    scales = method_scales(4.0, grads, shares, "auto", pulls, caps)
+    assert scales == {"a": pytest.approx(0.0625), "b": 2.0, "c": 2.0, "d": 2.0}
+    assert method_scales(4.0, grads, shares, "paper", pulls, caps) == dict.fromkeys(grads, 1.0)
+
+
+def test_measured_layer_cap_holds_the_feature_methods_pull_per_layer():
+    """The feature term's pull on its q90 layer after scaling is the cap; the output term (no cap) keeps its share;
+    the report round-trips and an older report without the layer fields still loads (resume of an earlier run)."""
+    model = TwoConvModel()
+    batch = {"img": torch.randn(2, 2, 4, 4)}
+    shares, caps = {"out": 1.0, "feat": 1.0}, {"out": None, "feat": 0.05}
+    report = measure_balance(model, FeatureVsOutputCriterion(), [batch], shares, "auto", layer_shares=caps)
+    feat, out = report.methods["feat"], report.methods["out"]
+    assert feat.layer_share == 0.05 and feat.layer_pull * feat.scale == pytest.approx(0.05)
+    assert feat.measured_share * feat.scale < 1.0
+    assert out.layer_share is None and out.measured_share * out.scale == pytest.approx(1.0)
+    assert "| feat | feat_t |" in report.markdown() and "| 0.05 |" in report.markdown()
+    # the per-epoch update (detail=False) measures the pull too, so the cap holds in every epoch
+    update = measure_balance(model, FeatureVsOutputCriterion(), [batch], shares, "auto", False, layer_shares=caps)
+    assert update.scales == pytest.approx(report.scales)
+    data = report.to_dict()
+    assert BalanceReport.from_dict(data) == report
+    for method in data["methods"].values():
+        del method["layer_share"], method["layer_pull"]
+    assert BalanceReport.from_dict(data).methods["feat"].layer_share is None
