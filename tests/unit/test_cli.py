@@ -87,7 +87,14 @@ def test_check_prints_resolved_experiment(config_path: Path, capsys: pytest.Capt
     resolved = yaml.safe_load(capsys.readouterr().out)
     assert resolved["epochs"] == 3
     assert resolved["distill"] == [
-        {"loss": "bckd", "branch": "one2many", "grad_share": 1.0, "cls_weight": 1.0, "loc_weight": 2.0}
+        {
+            "loss": "bckd",
+            "branch": "one2many",
+            "grad_share": 1.0,
+            "layer_share": None,
+            "cls_weight": 1.0,
+            "loc_weight": 2.0,
+        }
     ]
     assert resolved["schedule"] == {"warmup_epochs": 0.0, "off_last_epochs": 0, "follow_o2m_decay": True}
     assert resolved["balance"] == {"weight_mode": "auto", "batches": 4, "start_epoch": 0.0, "every_epoch": True}

@@ -78,7 +78,7 @@ def test_unknown_distill_key_lists_valid_keys() -> None:
     message = error_of(with_entry(cls_wieght=1.0))
     assert message.startswith("distill.0.cls_wieght:")
     assert "did you mean 'cls_weight'?" in message
-    assert "loss, branch, grad_share, cls_weight, loc_weight" in message
+    assert "loss, branch, grad_share, layer_share, cls_weight, loc_weight" in message
 
 
 def test_unknown_schedule_key_suggests() -> None:
