@@ -341,15 +341,25 @@ def run_all(
 def environment() -> dict[str, str]:
     """What the study's numbers depend on besides its settings: library builds and the processor."""
     import platform
+    from importlib.metadata import PackageNotFoundError, version
 
     import torch
     import ultralytics
     from ultralytics.utils.torch_utils import get_cpu_info
 
+    def installed(package: str) -> str:
+        try:
+            return version(package)
+        except PackageNotFoundError:
+            return "not installed"
+
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
         "ultralytics": ultralytics.__version__,
+        # the image pipeline's libraries, recorded because a fresh install moved the evidence baselines' seed 1 on
+        # both benchmarks while seeds 0 and 2 reproduced (2026-12-08, README Results; the cause was not isolated)
+        **{name: installed(name) for name in ("numpy", "opencv-python-headless", "albumentations", "pillow")},
         "torch threads": str(torch.get_num_threads()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         # a seed's run reproduces on the same kind of processor only (README, Results: the evidence baseline's seed
