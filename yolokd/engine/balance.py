@@ -42,6 +42,7 @@ from yolokd.engine.balance_grads import (
     SumsReduce,
     grad_norm,
     grad_squares,
+    hardest_pulled,
     layer_concentration,
     layer_pull,
 )
@@ -287,6 +288,7 @@ def measure_balance(
             (:func:`yolokd.engine.ddp.average_sums`), so every rank decides the same scales.
         layer_shares: each method's cap on its per-layer pull (``layer_share``; None or absent: no cap).
     """
+    names = [name for name, p in model.named_parameters() if p.requires_grad]
     is_conv = torch.tensor([p.ndim > 1 for p in model.parameters() if p.requires_grad], dtype=torch.bool)
     methods = criterion.distiller.method_terms()
     totals = sum_batches(model, criterion, batches, detail, reduce_grads)
@@ -301,6 +303,7 @@ def measure_balance(
     gt = {name: mean[name] for name in (*totals.gt_names, GT_TOTAL)}
     method_grads = {m: mean[f"method:{m}"].grad_norm for m in methods}
     pulls = {m: layer_pull(squares[f"method:{m}"], squares[GT_TOTAL], is_conv) for m in methods}
+    gt_squares = squares[GT_TOTAL]
     layer_shares = layer_shares or {}
     scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode, pulls, layer_shares)
     gt_grad = gt[GT_TOTAL].grad_norm
@@ -321,6 +324,9 @@ def measure_balance(
                 else None,
                 layer_share=layer_shares.get(m),
                 layer_pull=pulls[m],
+                hardest_layers=[list(e) for e in hardest_pulled(squares[f"method:{m}"], gt_squares, is_conv, names)]
+                if detail
+                else [],
             )
             for m in methods
         },

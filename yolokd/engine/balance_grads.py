@@ -78,4 +78,24 @@ def layer_pull(method_squares: Tensor, gt_squares: Tensor, is_conv: Tensor, quan
     return float(torch.quantile(ratios.double(), quantile, interpolation="higher"))
 
 
-__all__ = ["GradReduce", "SumsReduce", "grad_norm", "grad_squares", "layer_concentration", "layer_pull"]
+def hardest_pulled(
+    method_squares: Tensor, gt_squares: Tensor, is_conv: Tensor, names: list[str], count: int = 3
+) -> list[tuple[str, float, float]]:
+    """The `count` conv weights where the method's gradient is largest next to the GT loss's: (name, method norm,
+    GT norm), hardest first. A GT norm near 0 names a layer the detection loss does not train (a head level where the
+    student has no positive), which under AdamW follows the method at any scale."""
+    reached = torch.nonzero(is_conv & (method_squares > 0)).flatten()
+    ratios = method_squares[reached] / gt_squares[reached]  # x / 0 = inf: hardest
+    order = reached[ratios.argsort(descending=True)][:count].tolist()
+    return [(names[i], float(method_squares[i].sqrt()), float(gt_squares[i].sqrt())) for i in order]
+
+
+__all__ = [
+    "GradReduce",
+    "SumsReduce",
+    "grad_norm",
+    "grad_squares",
+    "hardest_pulled",
+    "layer_concentration",
+    "layer_pull",
+]

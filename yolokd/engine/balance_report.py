@@ -36,6 +36,7 @@ class MethodBalance:
     concentration: float | None = None  # layer_concentration(); None where not measured (the per-epoch update)
     layer_share: float | None = None  # the cap on its pull per layer (``layer_share``); None: no cap
     layer_pull: float | None = None  # layer_pull() at scale 1; None where no conv layer is reached by it and the GT
+    hardest_layers: list[list[Any]] = field(default_factory=list)  # hardest_pulled(): [name, method, GT norm]
 
 
 @dataclass
@@ -106,6 +107,17 @@ class BalanceReport:
             "layers both reach; a method with a layer cap is scaled so it is at most the cap "
             "(yolokd.losses.base.FEATURE_LAYER_SHARE).",
         ]
+        hardest = {name: method.hardest_layers for name, method in self.methods.items() if method.hardest_layers}
+        if hardest:
+            title = "layers it pulls hardest next to the GT loss: method / GT gradient norm, at scale 1"
+            lines += ["", f"| method | {title} |", "|---|---|"]
+            for name, layers in hardest.items():
+                shown = "; ".join(f"{layer} {kd:.3g} / {gt:.3g}" for layer, kd, gt in layers)
+                lines.append(f"| {name} | {shown} |")
+            lines.append(
+                "A GT norm near 0 is a layer the detection loss does not train (a head level with no positive): under "
+                "AdamW, which normalises each parameter's step, it follows the method at any weight."
+            )
         return "\n".join(lines) + "\n"
 
     def write(self, folder: Path) -> tuple[Path, Path]:

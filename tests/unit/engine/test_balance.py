@@ -284,3 +284,21 @@ def test_measured_layer_cap_holds_the_feature_methods_pull_per_layer():
     for method in data["methods"].values():
         del method["layer_share"], method["layer_pull"]
     assert BalanceReport.from_dict(data).methods["feat"].layer_share is None
+
+
+def test_hardest_pulled_names_the_layers_the_gt_loss_does_not_train_first():
+    from yolokd.engine.balance_grads import hardest_pulled
+
+    conv = torch.tensor([True, True, True, False])
+    names = ["a", "b", "c", "bias"]
+    method, gt = torch.tensor([4.0, 9.0, 1.0, 100.0]), torch.tensor([1.0, 0.0, 1.0, 0.0])
+    assert hardest_pulled(method, gt, conv, names, count=2) == [("b", 3.0, 0.0), ("a", 2.0, 1.0)]
+
+
+def test_the_balance_table_names_the_layers_a_feature_method_pulls_hardest():
+    model = TwoConvModel()
+    batch = {"img": torch.randn(2, 2, 4, 4)}
+    report = measure_balance(model, FeatureVsOutputCriterion(), [batch], {"out": 1.0, "feat": 1.0}, "auto")
+    assert [layer[0] for layer in report.methods["feat"].hardest_layers] == ["conv1.weight"]
+    assert "| feat | conv1.weight " in report.markdown()
+    assert BalanceReport.from_dict(report.to_dict()) == report
