@@ -12,7 +12,7 @@ from conftest import tiny_train_args
 from yolokd.cli import main
 from yolokd.config import load_experiment
 from yolokd.engine.trainer import measure_experiment_balance
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, OUTPUT_GRAD_SHARE
+from yolokd.losses.base import FEATURE_GRAD_SHARE, OUTPUT_GRAD_SHARE
 
 pytestmark = pytest.mark.integration
 
@@ -41,28 +41,29 @@ def test_paper_mode_keeps_the_papers_weights(synthetic_data, calibrated_teacher,
     """weight_mode: paper measures the same shares but sets every scale to 1 (the papers' weights as written)."""
     teacher = calibrated_teacher("yolov8s.yaml")
     reports = {}
+    methods = [{"loss": "ld"}, {"loss": "pkd", "layer_share": 0.5}, {"loss": "bckd"}]
     for mode in ("paper", "auto"):
         config = _config(
-            synthetic_data, tmp_path / mode, teacher, distill=[{"loss": "ld"}, {"loss": "pkd"}, {"loss": "bckd"}],
+            synthetic_data, tmp_path / mode, teacher, distill=methods,
             balance={"weight_mode": mode, "batches": 1},
         )  # fmt: skip
         reports[mode], _ = measure_experiment_balance(load_experiment(config))
     paper, auto = reports["paper"], reports["auto"]
     assert paper.scales == {"ld_loc": 1.0, "pkd_feat": 1.0, "bckd_cls_bckd_loc": 1.0}
     # same measurement, only the decision differs; default shares: BCKD on the head's outputs, PKD on neck features,
-    # LD at its own scale (grad_share null: scale 1 in auto mode too); PKD also under the feature methods' layer cap
-    cases = (("ld_loc", None, None), ("pkd_feat", FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE))
-    for name, share, cap in (*cases, ("bckd_cls_bckd_loc", OUTPUT_GRAD_SHARE, None)):
+    # LD at its own scale (grad_share null: scale 1 in auto mode too); PKD with a layer cap set in its config
+    for name, share in (("ld_loc", None), ("pkd_feat", FEATURE_GRAD_SHARE), ("bckd_cls_bckd_loc", OUTPUT_GRAD_SHARE)):
         method = auto.methods[name]
         assert paper.methods[name].measured_share == pytest.approx(method.measured_share, rel=1e-5)
-        assert method.grad_share == share and method.layer_share == cap
         assert paper.methods[name].layer_pull == pytest.approx(method.layer_pull, rel=1e-5)
+        assert method.grad_share == share
         expected = 1.0 if share is None else share / method.measured_share
-        if cap is not None:
-            expected = min(expected, cap / method.layer_pull)
+        if name == "pkd_feat":
+            assert method.layer_share == 0.5
+            expected = min(expected, 0.5 / method.layer_pull)
         assert method.scale == pytest.approx(expected, rel=1e-6)
     pkd = auto.methods["pkd_feat"]
-    assert pkd.layer_pull * pkd.scale <= FEATURE_LAYER_SHARE * (1 + 1e-6)  # no layer pulled past the cap
+    assert pkd.layer_pull * pkd.scale <= 0.5 * (1 + 1e-6)  # no layer pulled past the cap
 
 
 @pytest.mark.parametrize("every_epoch", [True, False], ids=["re-measured", "frozen"])

@@ -104,8 +104,8 @@ class BalanceReport:
             "the GT loss's) on one layer, divided by the same ratio over the whole student; about 1 when the method "
             "pulls every layer as the GT loss does, large when its pull is concentrated near the features it reads "
             "(yolokd.losses.base.FEATURE_GRAD_SHARE). Layer pull: the same 90th percentile, not divided, over the "
-            "layers both reach; a method with a layer cap is scaled so it is at most the cap "
-            "(yolokd.losses.base.FEATURE_LAYER_SHARE).",
+            "layers both reach; a method with a layer cap (``layer_share``, off by default) is scaled so it is at most "
+            "the cap.",
         ]
         hardest = {name: method.hardest_layers for name, method in self.methods.items() if method.hardest_layers}
         if hardest:

@@ -2,10 +2,9 @@
 
 The search space is read from the experiment's methods: each ``distill:`` entry's ``Params`` fields that have a
 search range (:meth:`~yolokd.losses.base.LossParams.search_bounds`: field metadata, else default / 4 ... x 4 for term
-weights, ``grad_share`` and ``layer_share``, / 2 ... x 2 for temperatures). In ``balance.weight_mode: auto`` (the
-default) a method's overall strength is its ``grad_share`` (its ``layer_share`` where it has that cap, the feature
-methods' default) and only the ratio of its term weights matters, so a method with one weighted term searches that
-share alone; in ``paper`` mode ``grad_share`` is ignored and the weights are searched, as they
+weights and ``grad_share``, / 2 ... x 2 for temperatures). In ``balance.weight_mode: auto`` (the default) a method's
+overall strength is its ``grad_share`` and only the ratio of its term weights matters, so a method with one weighted
+term searches ``grad_share`` alone; in ``paper`` mode ``grad_share`` is ignored and the weights are searched, as they
 are for a method at its own scale (``grad_share: null``, LD's default). Keys are
 the dotted paths of ``yolokd train`` overrides (``distill.0.grad_share``); ``space=`` replaces the default space
 with ``{key: [low, high]}`` (a mapping or a YAML file), where a key may also be a numeric Ultralytics train argument.
@@ -85,15 +84,10 @@ def default_space(experiment: Experiment) -> dict[str, tuple[float, float]]:
         weighted = [f for f in dataclasses.fields(entry.params) if f.name.endswith("weight") and f.default != 0]
         for field in dataclasses.fields(entry.params):
             bounds = type(entry.params).search_bounds(field)
-            capped = entry.params.layer_share is not None  # the layer cap, not grad_share, sets its strength
-            if bounds is None or (
-                field.name == "grad_share" and (not auto or entry.params.grad_share is None or capped)
-            ):
-                continue
-            if field.name == "layer_share" and not (auto and capped and entry.params.grad_share is not None):
+            if bounds is None or (field.name == "grad_share" and (not auto or entry.params.grad_share is None)):
                 continue
             if auto and field.name.endswith("weight") and len(weighted) < 2 and entry.params.grad_share is not None:
-                continue  # one weighted term: auto balance rescales it, only its share sets its strength
+                continue  # one weighted term: auto balance rescales it, only grad_share sets its strength
             space[f"distill.{index}.{field.name}"] = (float(bounds[0]), float(bounds[1]))
     if not space:
         raise ConfigError("space: the experiment's methods have nothing to search; add methods under 'distill:'")

@@ -28,14 +28,13 @@ POSITIVE_SPAN = 2.0  # of a positive field (a temperature): default / 2 ... defa
 # made the student worse (README Results). A tenth of the share brings those layers back to about the GT's pull.
 # ``yolokd balance`` prints each method's concentration on any pair. Only AdamW runs are measured.
 #
-# A tenth is still a constant against a concentration that varies by method and pair (9-28 above), so at a tenth PGD
-# (concentration 15) still pulled its layers 1.5x harder than the GT loss did and made a from-scratch student worse
-# (README Results). So feature methods also carry a cap that is measured, not assumed: ``layer_share``, their pull on
-# their 90th-percentile layer as a multiple of the GT loss's on that layer (``layer_pull``), re-measured every epoch.
-# At a half the detection loss keeps the larger pull on every layer but the top tenth, on any pair and image size.
+# A measured cap per layer instead (``layer_share``, off by default) was tried and is not the default: the layers a
+# feature method pulls hardest next to the GT loss are those the GT loss barely trains (the head levels where the
+# student has no positive: the P5 box tower of a YOLOv8n from scratch has a GT gradient norm of 3e-9 at
+# initialisation), so a cap on them scales PGD and G-DetKD down 1e3-1e9x, which is off, and from scratch they were
+# no better for it (README, "A per-layer cap for the feature methods").
 OUTPUT_GRAD_SHARE = 1.0
 FEATURE_GRAD_SHARE = 0.1
-FEATURE_LAYER_SHARE = 0.5
 
 
 def tune_bounds(low: float, high: float) -> dict[str, tuple[float, float]]:
@@ -63,11 +62,11 @@ class LossParams:
             :data:`FEATURE_GRAD_SHARE` for methods on intermediate features (their ``Params`` say so). ``None``
             (null): the method's own normalisation is its rule and the auto balance leaves it at scale 1 (still
             measured and printed); LD's default, whose normalisation ties it to the GT DFL term (``yolokd.losses.ld``).
-        layer_share: in ``weight_mode: auto``, a cap on the method's pull per layer: its scale is at most what makes
-            its gradient on its 90th-percentile conv layer this multiple of the GT loss's gradient on that layer
-            (``layer_pull`` in :mod:`yolokd.engine.balance`), measured with the share and re-measured each epoch.
-            Default None (no cap) for methods on the head's outputs, :data:`FEATURE_LAYER_SHARE` for methods on
-            intermediate features; null in a config turns it off. Ignored in ``paper`` mode.
+        layer_share: in ``weight_mode: auto``, an optional cap on the method's pull per layer: its scale is at most
+            what makes its gradient on its 90th-percentile conv layer this multiple of the GT loss's gradient on that
+            layer (``layer_pull`` in :mod:`yolokd.engine.balance`), measured with the share and re-measured each
+            epoch. Default None (no cap): measured, a cap of 0.5 turned PGD and G-DetKD off (module comment above).
+            ``yolokd tune`` does not search it. Ignored in ``paper`` mode.
     """
 
     branch: str = "one2many"
@@ -105,10 +104,9 @@ class LossParams:
     def search_bounds(cls, field: Field) -> tuple[float, float] | None:
         """Default ``yolokd tune`` range of one field; None where the field is not searched by default.
 
-        A field's ``tune_bounds`` metadata wins; otherwise term weights (``*weight``), ``grad_share`` and
-        ``layer_share`` span default / 4 ... default x 4 and ``positive_fields`` (temperatures, sizes) default / 2 ...
-        default x 2. A weight at 0 (a term that is off), and text, boolean and tuple fields are not searched unless
-        metadata says so.
+        A field's ``tune_bounds`` metadata wins; otherwise term weights (``*weight``) and ``grad_share`` span
+        default / 4 ... default x 4 and ``positive_fields`` (temperatures, sizes) default / 2 ... default x 2. A weight
+        at 0 (a term that is off), and text, boolean and tuple fields are not searched unless metadata says so.
         """
         if TUNE_BOUNDS in field.metadata:
             return tuple(field.metadata[TUNE_BOUNDS])
@@ -117,7 +115,7 @@ class LossParams:
             default = OUTPUT_GRAD_SHARE  # a method at its own scale: searched (around 1) only where a config sets one
         if isinstance(default, bool) or not isinstance(default, int | float) or default == 0:
             return None
-        if field.name.endswith("weight") or field.name in ("grad_share", "layer_share"):
+        if field.name.endswith("weight") or field.name == "grad_share":
             return default / WEIGHT_SPAN, default * WEIGHT_SPAN
         if field.name in cls.positive_fields and isinstance(default, float):
             return default / POSITIVE_SPAN, default * POSITIVE_SPAN

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
@@ -54,7 +54,6 @@ class CWDParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     weight: float = 10.0
     temperature: float = 1.0
 

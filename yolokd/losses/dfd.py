@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner, FittedAligner, spatial_attention
 from yolokd.views import HeadSpec, Targets, View
 
@@ -128,7 +128,6 @@ class DFDParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     high_disparity_weight: float = 2.8
     low_disparity_weight: float = 1.0
     trans_expansion: float = 2.0

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner, pooled_channel_attention, spatial_attention
 from yolokd.losses.masks import box_scale_mask, normalize_per_image
 from yolokd.views import HeadSpec, Targets, View
@@ -135,7 +135,6 @@ class FGDParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     fg_weight: float = 2e-3
     bg_weight: float = 1e-3
     attention_weight: float = 1e-3

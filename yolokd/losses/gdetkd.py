@@ -74,7 +74,7 @@ import torch
 from torch import Tensor, nn
 from ultralytics.utils import LOGGER, colorstr
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.bckd import bckd_cls_loss
 from yolokd.losses.common import match_predictions
 from yolokd.losses.gdetkd_rois import RepresentationQueue, RoiBatch, ckd_negative_mask, pool_rois, sample_rois
@@ -113,7 +113,6 @@ class GDetKDParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     sgfi_weight: float = 1.0
     ckd_weight: float = 1.0
     pred_weight: float = 0.0

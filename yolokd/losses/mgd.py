@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams, tune_bounds
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams, tune_bounds
 from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
@@ -80,7 +80,6 @@ class MGDParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     weight: float = 2e-5
     mask_ratio: float = field(default=0.65, metadata=tune_bounds(0.3, 0.9))  # around the paper's 0.65
 

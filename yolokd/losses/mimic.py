@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch.nn.functional as F
 from torch import Tensor
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import ChannelAligner
 from yolokd.views import HeadSpec, Targets, View
 
@@ -35,7 +35,6 @@ class MimicParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     weight: float = 1.0
 
 

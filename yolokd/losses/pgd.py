@@ -56,7 +56,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE, DistillLoss, LossParams
+from yolokd.losses.base import FEATURE_GRAD_SHARE, DistillLoss, LossParams
 from yolokd.losses.common import channel_attention, spatial_attention, stage_aligners
 from yolokd.losses.masks import normalize_per_image, points_in_boxes
 from yolokd.losses.pgd_masks import prediction_guided_weights, prediction_quality
@@ -148,7 +148,6 @@ class PGDParams(LossParams):
     """
 
     grad_share: float = FEATURE_GRAD_SHARE  # a feature-level method (yolokd.losses.base)
-    layer_share: float | None = FEATURE_LAYER_SHARE  # its pull on any one layer (yolokd.losses.base)
     fg_weight: float = 0.04
     bg_weight: float = 0.02
     box_weight: float = 0.064

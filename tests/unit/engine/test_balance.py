@@ -116,16 +116,12 @@ def test_grad_share_must_be_positive_or_null():
         LDParams(grad_share=0.0)
 
 
-def test_layer_share_is_the_feature_methods_default_and_must_be_positive_or_null():
+def test_layer_share_is_off_by_default_and_must_be_positive_or_null():
     from yolokd.losses import LOSSES
-    from yolokd.losses.base import FEATURE_GRAD_SHARE, FEATURE_LAYER_SHARE
     from yolokd.losses.pgd import PGDParams
 
-    for name, loss in LOSSES.items():
-        params = loss.Params()
-        feature = params.grad_share == FEATURE_GRAD_SHARE
-        assert params.layer_share == (FEATURE_LAYER_SHARE if feature else None), name
-    assert PGDParams(layer_share=None).layer_share is None
+    assert all(loss.Params().layer_share is None for loss in LOSSES.values())
+    assert PGDParams(layer_share=0.5).layer_share == 0.5
     with pytest.raises(ValueError, match=r"layer_share=-1 must be > 0 \(or null"):
         PGDParams(layer_share=-1)
 

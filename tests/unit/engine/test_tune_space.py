@@ -19,8 +19,7 @@ def _experiment(distill, **extra):
 
 def test_default_space_auto_mode():
     """auto balance: grad_share per method, weights only of multi-term methods, temperatures, metadata bounds; LD
-    keeps its own scale (grad_share null), so its weight is searched as in paper mode; a feature method's layer cap
-    sets its strength, so its layer_share is searched instead of its grad_share."""
+    keeps its own scale (grad_share null), so its weight is searched as in paper mode."""
     space = default_space(_experiment([{"loss": "bckd"}, {"loss": "ld"}, {"loss": "mgd"}]))
     assert space == {
         "distill.0.grad_share": (0.25, 4.0),
@@ -28,7 +27,7 @@ def test_default_space_auto_mode():
         "distill.0.loc_weight": (1.0, 16.0),
         "distill.1.weight": (0.0625, 1.0),
         "distill.1.temperature": (5.0, 20.0),
-        "distill.2.layer_share": (0.125, 2.0),  # a feature-level method: FEATURE_LAYER_SHARE / 4 ... x 4
+        "distill.2.grad_share": (0.025, 0.4),  # a feature-level method: FEATURE_GRAD_SHARE / 4 ... x 4
         "distill.2.mask_ratio": (0.3, 0.9),
     }
 
@@ -37,11 +36,6 @@ def test_an_explicit_grad_share_is_searched_instead_of_the_weight():
     """LD with grad_share set in the config is auto-scaled like any method: its share is searched, its weight not."""
     space = default_space(_experiment([{"loss": "ld", "grad_share": 1.0}]))
     assert space == {"distill.0.grad_share": (0.25, 4.0), "distill.0.temperature": (5.0, 20.0)}
-
-
-def test_a_feature_method_without_its_layer_cap_searches_its_grad_share():
-    space = default_space(_experiment([{"loss": "mgd", "layer_share": None}]))
-    assert space == {"distill.0.grad_share": (0.025, 0.4), "distill.0.mask_ratio": (0.3, 0.9)}
 
 
 def test_default_space_paper_mode():
