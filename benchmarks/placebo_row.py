@@ -9,6 +9,11 @@ placebo lands beyond 2 SE, the study's pairing cannot tell a small effect from a
 
     python benchmarks/placebo_row.py runs/yolokd_evidence_scratch            # BCKD at grad_share 1e-6, seeds 0-2
     python benchmarks/placebo_row.py runs/yolokd_evidence_scratch --method pgd --grad-share 1e-6 --jobs 2
+    python benchmarks/placebo_row.py runs/yolokd_evidence_scratch --method none --lr-factor 1.000001
+
+``--method none`` trains no KD at all, only the baseline with its learning rate multiplied by ``--lr-factor``: a
+perturbation of every layer's step that no method's gradient is part of, to tell chaos apart from what a KD term
+does to layers the GT loss does not train (AdamW steps those at full size for any gradient well above its eps).
 
 Runs are cached in the study's folder like the study's own (row name ``placebo_<method>``), so a rerun reads them.
 """
@@ -28,6 +33,7 @@ def main() -> None:
     parser.add_argument("study", type=Path, help="a finished study's folder (its study.json)")
     parser.add_argument("--method", default="bckd")
     parser.add_argument("--grad-share", type=float, default=1e-6)
+    parser.add_argument("--lr-factor", type=float, default=1.0, help="multiplies lr0 (with --method none)")
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()
 
@@ -36,15 +42,19 @@ def main() -> None:
     baseline = {run["seed"]: run["map50_95"] for run in report["runs"] if run["row"] == "baseline"}
     if not baseline:
         raise SystemExit(f"{args.study / 'study.json'} has no baseline row; run the study first")
-    entry = {"loss": args.method, "grad_share": args.grad_share, "layer_share": None}
-    row = StudyRow(f"placebo_{args.method}", [entry])
+    train_args = dict(settings["train_args"])
+    if args.method == "none":
+        train_args["lr0"] = train_args["lr0"] * args.lr_factor
+        row, what = StudyRow(f"placebo_lr{args.lr_factor:g}", []), f"no KD, lr0 x {args.lr_factor:g}"
+    else:
+        entry = {"loss": args.method, "grad_share": args.grad_share, "layer_share": None}
+        row, what = StudyRow(f"placebo_{args.method}", [entry]), f"{args.method} at grad_share {args.grad_share:g}"
     root = Path(settings["out"])
-    runs = [(row, seed, run_args(settings["train_args"], root, row, seed)) for seed in sorted(baseline)]
+    runs = [(row, seed, run_args(train_args, root, row, seed)) for seed in sorted(baseline)]
     scores = {score.seed: score.map50_95 for score, _ in run_all(runs, settings["teacher"], None, args.jobs)}
     gain = paired_gain(scores, baseline)
     lines = [
-        f"Placebo row {row.name} ({args.method} at grad_share {args.grad_share:g}, no layer cap) beside "
-        f"{args.study}: {settings['environment']}",
+        f"Placebo row {row.name} ({what}) beside {args.study}: {settings['environment']}",
         "",
         "| seed | baseline | placebo | difference |",
         "|---:|---:|---:|---:|",
