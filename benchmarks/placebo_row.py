@@ -45,7 +45,7 @@ def main() -> None:
     train_args = dict(settings["train_args"])
     if args.method == "none":
         train_args["lr0"] = train_args["lr0"] * args.lr_factor
-        row, what = StudyRow(f"placebo_lr{args.lr_factor:g}", []), f"no KD, lr0 x {args.lr_factor:g}"
+        row, what = StudyRow(f"placebo_lr{args.lr_factor}", []), f"no KD, lr0 x {args.lr_factor}"
     else:
         entry = {"loss": args.method, "grad_share": args.grad_share, "layer_share": None}
         row, what = StudyRow(f"placebo_{args.method}", [entry]), f"{args.method} at grad_share {args.grad_share:g}"
