@@ -15,7 +15,8 @@ placebo lands beyond 2 SE, the study's pairing cannot tell a small effect from a
 perturbation of every layer's step that no method's gradient is part of, to tell chaos apart from what a KD term
 does to layers the GT loss does not train (AdamW steps those at full size for any gradient well above its eps).
 
-Runs are cached in the study's folder like the study's own (row name ``placebo_<method>``), so a rerun reads them.
+Runs are cached in the study's folder like the study's own (row ``placebo_<method>_<share>`` or
+``placebo_lr<factor>``), so a rerun reads them.
 """
 
 from __future__ import annotations
@@ -48,7 +49,8 @@ def main() -> None:
         row, what = StudyRow(f"placebo_lr{args.lr_factor}", []), f"no KD, lr0 x {args.lr_factor}"
     else:
         entry = {"loss": args.method, "grad_share": args.grad_share, "layer_share": None}
-        row, what = StudyRow(f"placebo_{args.method}", [entry]), f"{args.method} at grad_share {args.grad_share:g}"
+        name, what = f"placebo_{args.method}_{args.grad_share:g}", f"{args.method} at grad_share {args.grad_share:g}"
+        row = StudyRow(name, [entry])
     root = Path(settings["out"])
     runs = [(row, seed, run_args(train_args, root, row, seed)) for seed in sorted(baseline)]
     scores = {score.seed: score.map50_95 for score, _ in run_all(runs, settings["teacher"], None, args.jobs)}
