@@ -45,7 +45,8 @@ def main() -> None:
     size = int(settings["train_args"]["imgsz"])
     images = load_images(args.study / "data" / "images" / "val", args.images, size)
     for row in args.rows:
-        weights = {seed: args.study / "runs" / f"seed{seed}" / row / "weights" / "best.pt" for seed in settings["seeds"]}
+        runs = args.study / "runs"
+        weights = {seed: runs / f"seed{seed}" / row / "weights" / "best.pt" for seed in settings["seeds"]}
         counts = {seed: confident_per_level(path, images, args.conf) for seed, path in weights.items()}
         print(f"{row}: anchors above {args.conf} per level (P3, P4, ...) by seed: {counts}")
 
