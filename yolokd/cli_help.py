@@ -179,6 +179,7 @@ COMMAND_HELP = {
     "schedule for every seed; report mean +- std mAP, the seed-paired gain +- SE: better / WORSE / noise (2 SE).\n"
     "Synthetic set and a cached teacher by default (the demo's schedule); data= teacher= cfg= for your own.\n"
     "Other keys: out, val_images, batch, student, teacher_model, teacher_epochs, native=false, device,\n"
+    "placebo=true (adds a KD row at a negligible weight: what running KD at all costs, README Results),\n"
     "jobs=2 (runs at a time, one process each: on 2 cores, one per core; results unchanged).\n"
     "Writes study.{md,json,png}; finished runs are cached, so an interrupted study continues.\n"
     "preset=evidence runs the README's evidence benchmark (baseline, bckd, crosskd, pgd, dfd, gdetkd, ld and\n"

@@ -46,3 +46,12 @@ def test_file_stamp_follows_content_not_mtime(tmp_path):
     path.write_bytes(b"weights-b")  # same size, other content
     assert _file_stamp(str(path)) != stamp
     assert _file_stamp(str(tmp_path / "missing.pt")) is None
+
+
+def test_the_placebo_row_is_bckd_at_a_negligible_share_and_opt_in():
+    from yolokd.evaluation.study import PLACEBO
+
+    assert [row.name for row in build_rows(["crosskd"], [], native=False)] == ["baseline", "crosskd"]
+    rows = build_rows(["crosskd"], [], native=True, placebo=True)
+    assert [row.name for row in rows] == ["baseline", "crosskd", "ultralytics_native", PLACEBO]
+    assert rows[-1].distill == [{"loss": "bckd", "grad_share": 1e-6}] and not rows[-1].native
