@@ -93,7 +93,7 @@ def method_scales(
     """Frozen scale per method: ``share * gt_grad / method_grad`` in auto mode, 1.0 in paper mode and for a method
     whose share is None (its own normalisation sets its size: LD's default).
 
-    A method with a layer cap (``layer_shares[m]``, the feature-level methods' default) gets at most
+    A method with a layer cap (``layer_shares[m]``; opt-in, ``LossParams.layer_share``) gets at most
     ``layer_share / layer_pull``: whatever its whole-student share, on its 90th-percentile layer it then pulls no
     more than ``layer_share`` times the GT loss does there (``layer_pulls[m]``, measured at scale 1).
 

@@ -83,7 +83,7 @@ def hardest_pulled(
 ) -> list[tuple[str, float, float]]:
     """The `count` conv weights where the method's gradient is largest next to the GT loss's: (name, method norm,
     GT norm), hardest first. A GT norm near 0 names a layer the detection loss does not train (a head level where the
-    student has no positive), which under AdamW follows the method at any scale."""
+    student has no positive): there the method's gradient is the only pull."""
     reached = torch.nonzero(is_conv & (method_squares > 0)).flatten()
     ratios = method_squares[reached] / gt_squares[reached]  # x / 0 = inf: hardest
     order = reached[ratios.argsort(descending=True)][:count].tolist()

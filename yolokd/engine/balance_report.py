@@ -115,8 +115,8 @@ class BalanceReport:
                 shown = "; ".join(f"{layer} {kd:.3g} / {gt:.3g}" for layer, kd, gt in layers)
                 lines.append(f"| {name} | {shown} |")
             lines.append(
-                "A GT norm near 0 is a layer the detection loss does not train (a head level with no positive): under "
-                "AdamW, which normalises each parameter's step, it follows the method at any weight."
+                "A GT norm near 0 is a layer the detection loss does not train (a head level with no positive): there "
+                "the method's gradient is the only pull."
             )
         return "\n".join(lines) + "\n"
 
