@@ -26,14 +26,15 @@ import json
 from pathlib import Path
 
 from yolokd.evaluation.stats import paired_gain
-from yolokd.evaluation.study import StudyRow, run_all, run_args
+from yolokd.evaluation.study import PLACEBO_DISTILL, StudyRow, run_all, run_args
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("study", type=Path, help="a finished study's folder (its study.json)")
-    parser.add_argument("--method", default="bckd")
-    parser.add_argument("--grad-share", type=float, default=1e-6)
+    (placebo,) = PLACEBO_DISTILL  # the defaults are `yolokd study placebo=true`'s row
+    parser.add_argument("--method", default=placebo["loss"])
+    parser.add_argument("--grad-share", type=float, default=placebo["grad_share"])
     parser.add_argument("--lr-factor", type=float, default=1.0, help="multiplies lr0 (with --method none)")
     parser.add_argument("--jobs", type=int, default=1)
     args = parser.parse_args()

@@ -302,8 +302,8 @@ def measure_balance(
     }
     gt = {name: mean[name] for name in (*totals.gt_names, GT_TOTAL)}
     method_grads = {m: mean[f"method:{m}"].grad_norm for m in methods}
-    pulls = {m: layer_pull(squares[f"method:{m}"], squares[GT_TOTAL], is_conv) for m in methods}
     gt_squares = squares[GT_TOTAL]
+    pulls = {m: layer_pull(squares[f"method:{m}"], gt_squares, is_conv) for m in methods}
     layer_shares = layer_shares or {}
     scales = method_scales(gt[GT_TOTAL].grad_norm, method_grads, shares, mode, pulls, layer_shares)
     gt_grad = gt[GT_TOTAL].grad_norm
@@ -319,9 +319,7 @@ def measure_balance(
                 measured_share=method_grads[m] / gt_grad if gt_grad > 0 else math.nan,
                 grad_share=shares[m],
                 scale=scales[m],
-                concentration=layer_concentration(squares[f"method:{m}"], squares[GT_TOTAL], is_conv)
-                if detail
-                else None,
+                concentration=layer_concentration(squares[f"method:{m}"], gt_squares, is_conv) if detail else None,
                 layer_share=layer_shares.get(m),
                 layer_pull=pulls[m],
                 hardest_layers=[list(e) for e in hardest_pulled(squares[f"method:{m}"], gt_squares, is_conv, names)]
