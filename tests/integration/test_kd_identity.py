@@ -9,6 +9,7 @@ baseline's in ``yolokd study`` is then the KD gradient's doing, not the trainer'
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 
 from yolokd.config import load_experiment
 from yolokd.engine.distiller import Distiller
+from yolokd.engine.seeding import SeededDetectionTrainer
 from yolokd.engine.trainer import DistillationTrainer, train_experiment
 
 pytestmark = pytest.mark.integration
@@ -85,3 +87,24 @@ def test_a_kd_run_with_zero_kd_gradient_trains_the_baseline(schedule, teacher_ch
     assert calls and any(name.startswith("crosskd") for name in calls[-1])  # the KD path ran in every step
     assert (Path(zero_kd) / "kd_balance.json").is_file()
     _assert_same(_student(Path(baseline)), _student(Path(zero_kd)))
+
+
+@pytest.mark.parametrize("kind", ["yolokd", "native"])
+def test_a_draw_before_training_leaves_the_run_unchanged(schedule, kind):
+    """Python's generator moved between the trainer's seeding and its training (the first trainer of a process
+    draws once there: Ultralytics' Ray Tune callback imports rich, which draws at import) trains the same student:
+    the augmentation stream is re-seeded before the training loader is built (yolokd.engine.seeding)."""
+
+    def run(name: str, draw: bool) -> Path:
+        args = {**schedule, "name": f"{kind}_{name}"}
+        trainer = (
+            DistillationTrainer(load_experiment(args), overrides=args)
+            if kind == "yolokd"
+            else SeededDetectionTrainer(overrides=args)
+        )
+        if draw:  # a generator moved anywhere: a few draws can fall back in step in Ultralytics' random.sample of the
+            random.seed(12345)  # image files (its rejection loop), another seed never does
+        trainer.train()
+        return Path(trainer.save_dir)
+
+    _assert_same(_student(run("plain", False)), _student(run("drawn", True)))

@@ -10,7 +10,8 @@ callbacks, plots, checkpoints). The mixin adds exactly: the teacher and the loss
 student exists), the student's criterion swap (:class:`~yolokd.engine.criterion.DistillationCriterion`, installed
 once: copies of the student carry Ultralytics' own criterion), the recording of the student's stage outputs inside
 each step, validation and balance measurement, a KD optimiser for trainable KD parts, the KD weight schedule, a NaN
-guard on KD terms, the KD state file beside ``last.pt`` for resume, and on fresh runs the losses' student
+guard on KD terms, a re-seed of the augmentation stream before the training loader is built
+(:mod:`yolokd.engine.seeding`), the KD state file beside ``last.pt`` for resume, and on fresh runs the losses' student
 initialisation (G-DetKD's head transfer). The student model, its EMA and its checkpoints never hold any of these.
 """
 
@@ -51,6 +52,7 @@ from yolokd.engine.ddp import (
 )
 from yolokd.engine.distiller import Distiller, amp_teacher_dtype, check_teacher_classes, load_teacher
 from yolokd.engine.plots import plot_kd_terms
+from yolokd.engine.seeding import SeededDataMixin
 from yolokd.evaluation.validate import FullNMSValidator
 from yolokd.heads import adapter_for
 from yolokd.models import DenseDetectionModel, dense_head_name, resolve_model_yaml
@@ -132,7 +134,7 @@ def refuse_finished_resume(resume: Any) -> None:
         raise finished_run_error(resume, (ckpt.get("train_args") or {}).get("epochs", "?"))
 
 
-class DistillationMixin:
+class DistillationMixin(SeededDataMixin):
     """Train an Ultralytics student with a teacher and the experiment's distillation losses; put it before the
     Ultralytics trainer of the student's task (``class T(DistillationMixin, DetectionTrainer)``).
 

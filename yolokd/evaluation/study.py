@@ -37,6 +37,9 @@ BASELINE, NATIVE, PLACEBO = "baseline", "ultralytics_native", "placebo"
 # placebo is what its teacher signal adds, its gain over the baseline what a user gets.
 PLACEBO_DISTILL = [{"loss": "bckd", "grad_share": 1e-6}]
 SCORE_FILE = "study_score.json"
+# Part of every run's cache key: runs cached before the augmentation stream was re-seeded per run
+# (yolokd.engine.seeding, 2026-12-08) depended on their place in a worker's queue and are trained again.
+DATA_STREAM = "reseeded before the training loader"
 # The demo's small-CPU schedule (yolokd.demo.run_demo): AdamW at a fixed lr, 1 warm-up epoch, no mosaic (at 128 px
 # it shrinks objects to a few pixels), validation only after the last epoch. Keep the two in step.
 DEMO_SCHEDULE: dict[str, Any] = {**CPU_SCHEDULE, "verbose": False}  # the demo's schedule, quiet
@@ -164,9 +167,9 @@ def train_run(row: StudyRow, args: dict[str, Any], teacher: str | None, schedule
     """Train one row with `args` (Ultralytics train arguments incl. seed, project, name); (run folder, seconds)."""
     start = time.perf_counter()
     if row.native:
-        from ultralytics.models.yolo.detect import DetectionTrainer
+        from yolokd.engine.seeding import SeededDetectionTrainer
 
-        trainer = DetectionTrainer(overrides={**args, "distill_model": teacher})
+        trainer = SeededDetectionTrainer(overrides={**args, "distill_model": teacher})
         trainer.train()
         return Path(trainer.save_dir), time.perf_counter() - start
     from yolokd.engine.trainer import train_experiment
@@ -194,6 +197,7 @@ def run_cached(
     key = _key(
         {
             "args": args,
+            "data_stream": DATA_STREAM,
             "distill": _resolved_kd(row.distill),
             "native": row.native,
             "schedule": schedule,
