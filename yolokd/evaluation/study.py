@@ -39,7 +39,7 @@ PLACEBO_DISTILL = [{"loss": "bckd", "grad_share": 1e-6}]
 SCORE_FILE = "study_score.json"
 # Part of every run's cache key: runs cached before the augmentation stream was re-seeded per run
 # (yolokd.engine.seeding, 2026-12-08) depended on their place in a worker's queue and are trained again.
-DATA_STREAM = "reseeded before the training loader"
+DATA_STREAM = "python generator re-seeded before the training loader"
 # The demo's small-CPU schedule (yolokd.demo.run_demo): AdamW at a fixed lr, 1 warm-up epoch, no mosaic (at 128 px
 # it shrinks objects to a few pixels), validation only after the last epoch. Keep the two in step.
 DEMO_SCHEDULE: dict[str, Any] = {**CPU_SCHEDULE, "verbose": False}  # the demo's schedule, quiet
@@ -373,8 +373,8 @@ def environment() -> dict[str, str]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "ultralytics": ultralytics.__version__,
-        # the image pipeline's libraries, recorded because a fresh install moved the evidence baselines' seed 1 on
-        # both benchmarks while seeds 0 and 2 reproduced (2026-12-08, README Results; the cause was not isolated)
+        # the image pipeline's libraries: the augmentation stream draws through them (a shift of seed 1 first put
+        # down to an install was the process's first-run draw, yolokd.engine.seeding)
         **{name: installed(name) for name in ("numpy", "opencv-python-headless", "albumentations", "pillow")},
         "torch threads": str(torch.get_num_threads()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
