@@ -6,17 +6,17 @@ from them. Anything that draws in between shifts every augmentation of the run. 
 trainer of every process and in no later one: ``add_integration_callbacks`` imports ``ray.tune`` when Ray is
 installed, which imports ``rich``, whose ``rich.style`` calls ``random.getrandbits`` at import. So the first run of a
 process trained on other augmentations than the same run started second, and a study that runs several trainings per
-worker process paired each KD run with a baseline whose data differed by where it fell in the queue (measured:
-from-scratch baseline seed 1 gave 0.1458 as a worker's first run and 0.1848 as a later one, README Results).
+worker process paired each KD run with a baseline whose data differed by where it fell in the queue (measured on
+the from-scratch evidence baseline: seed 0 gave 0.1797 as a process's first run and 0.2519 as a later one, seed 1
+0.1848 and 0.1458; README Results).
 
 Re-seeding Python's generator exactly as Ultralytics does, right before the training data pipeline is built, makes
 the stream a function of ``seed`` only. In a process that has already made those imports nothing draws from it in
 between, so the re-seed changes nothing there: the baseline stays bit for bit Ultralytics' own training
 (``tests/integration/test_kd_identity.py``) and every run measured in such a process keeps its result. numpy's
-generator is left alone on purpose: Ultralytics draws from it between its seeding and the loader in every process
-alike (re-seeding it too moved the from-scratch evidence baseline's seed 0 from 0.1797 to 0.2519), and nothing
-was found drawing from it only in the first. torch's is left alone too (the student's initialisation is already
-drawn; the shuffle has its own seeded generator).
+generator is left alone: nothing draws from it only in a process's first trainer (its state at the first epoch is
+the same in a first and a later one, measured), and leaving it keeps those runs bit for bit as they were. torch's
+is left alone too (the student's initialisation is already drawn; the shuffle has its own seeded generator).
 """
 
 from __future__ import annotations
