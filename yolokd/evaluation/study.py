@@ -32,9 +32,10 @@ from yolokd.losses import LOSSES
 
 BASELINE, NATIVE, PLACEBO = "baseline", "ultralytics_native", "placebo"
 # The placebo row: a KD run whose KD moves nothing measurable in a step (BCKD at a millionth of the GT loss's
-# gradient). Measured on the from-scratch evidence benchmark it cost 0.030 ± 0.003 on every seed while the same
-# baseline with lr0 x 1.000001 moved either way (README, "Any KD from scratch costs 0.03"): a method's gain over the
-# placebo is what its teacher signal adds, its gain over the baseline what a user gets.
+# gradient). It tells what a KD run's mere perturbation does to a chaotic benchmark: on the from-scratch evidence
+# benchmark, with runs paired by seed alone (yolokd.engine.seeding), -0.014 ± 0.017, noise (README, "Runs paired by
+# their seed alone"). A method's gain over the placebo is what its teacher signal adds, over the baseline what a
+# user gets.
 PLACEBO_DISTILL = [{"loss": "bckd", "grad_share": 1e-6}]
 SCORE_FILE = "study_score.json"
 # Part of every run's cache key: runs cached before the augmentation stream was re-seeded per run

@@ -32,7 +32,7 @@ POSITIVE_SPAN = 2.0  # of a positive field (a temperature): default / 2 ... defa
 # feature method pulls hardest next to the GT loss are those the GT loss barely trains (the head levels where the
 # student has no positive: the P5 box tower of a YOLOv8n from scratch has a GT gradient norm of 3e-9 at
 # initialisation), so a cap on them scales PGD and G-DetKD down 1e3-1e9x, which is off, and from scratch they were
-# no better for it (README, "Any KD from scratch costs 0.03").
+# no better for it (README, "A placebo row and a per-layer cap").
 OUTPUT_GRAD_SHARE = 1.0
 FEATURE_GRAD_SHARE = 0.1
 
