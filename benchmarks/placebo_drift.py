@@ -9,6 +9,10 @@ over ``moved`` = ||baseline - initial||: about the share (1e-6) where the placeb
 the GT loss's, about 1 where the two runs took different steps. A tensor the GT loss does not train but AdamW steps
 at full size for any gradient above its eps would show ``apart`` near 1 from the first steps; chaos shows every
 tensor's ``apart`` growing together, step by step. Runs go to a scratch folder, never to the study's cache.
+
+Its first use found a bug, not a mechanism: the baseline trained first in the process and the placebo trained after
+it were ``apart`` by more than they had ``moved`` after one step, because a process's first trainer drew other
+augmentations (fixed in :mod:`yolokd.engine.seeding`; both runs here are now paired by their seed alone).
 """
 
 from __future__ import annotations
