@@ -63,9 +63,12 @@ def snapshots(config: dict, steps: list[int]) -> dict[int, dict[str, dict[str, t
 
 
 def module_of(name: str) -> str:
-    """``model.22.cv2.2.0.conv.weight`` -> ``22.cv2.2`` (head branch per level), ``model.4.m.0.cv1...`` -> ``4``."""
+    """``model.22.cv2.2.0.conv.weight`` -> ``22.cv2.2`` (a head branch of one level), ``model.4.m.0.cv1...`` -> ``4``.
+
+    A detection head's branches are indexed by level (``cv2.<level>``); a block's own ``cv2`` is followed by a
+    layer name, so the digit tells them apart without knowing the head's index."""
     parts = name.split(".")[1:]
-    if parts[0] == "22" and len(parts) > 2 and parts[1] in {"cv2", "cv3"}:
+    if len(parts) > 2 and parts[1] in {"cv2", "cv3"} and parts[2].isdigit():
         return ".".join(parts[:3])
     return parts[0]
 

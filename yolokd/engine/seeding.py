@@ -27,18 +27,13 @@ from ultralytics.models.yolo.detect import DetectionTrainer
 from ultralytics.utils import RANK
 
 
-def reseed_python_generator(seed: int) -> None:
-    """Seed Python's global generator as Ultralytics' ``init_seeds`` does."""
-    random.seed(seed)
-
-
 class SeededDataMixin:
     """Re-seed Python's generator before the training set's loader is built (put it before an Ultralytics
     trainer); the seed is Ultralytics' own, ``seed + 1 + RANK``."""
 
     def get_dataloader(self, dataset_path: str, batch_size: int = 16, rank: int = 0, mode: str = "train"):
         if mode == "train":
-            reseed_python_generator(self.args.seed + 1 + RANK)
+            random.seed(self.args.seed + 1 + RANK)  # as Ultralytics' init_seeds does
         return super().get_dataloader(dataset_path, batch_size, rank, mode)
 
 
